@@ -1,0 +1,88 @@
+"""The one place that calls joblib for per-task work.
+
+Every per-task step of every estimator (per-task factorizations, per-task
+gradient blocks) goes through :func:`map_task_chunks`, so that
+``joblib.parallel_config(backend=...)`` moves all of them to another engine
+(dask.distributed, ray) without code changes.
+"""
+
+import os
+
+import numpy as np
+from joblib import effective_n_jobs
+from sklearn.utils.parallel import Parallel, delayed
+from threadpoolctl import threadpool_limits
+
+# A few chunks per worker balance uneven tasks without paying joblib's
+# per-call overhead once per task.
+_CHUNKS_PER_WORKER = 4
+
+
+def _is_serial(n_jobs):
+    # ``None`` means serial here even inside ``parallel_config(n_jobs=...)``:
+    # an outer distributed search then runs its inner per-task steps locally
+    # instead of sending each small step back to the scheduler.
+    return n_jobs is None or n_jobs == 1
+
+
+def task_chunks(n_tasks, n_jobs):
+    """Contiguous task ranges ``[(start, stop), ...]`` for ``n_jobs`` workers.
+
+    Serial runs get one range covering every task, so the per-chunk function
+    runs fully vectorized.
+    """
+    if n_tasks == 0:
+        return []
+    if _is_serial(n_jobs):
+        return [(0, n_tasks)]
+    n_workers = effective_n_jobs(n_jobs)
+    n_chunks = max(1, min(n_tasks, _CHUNKS_PER_WORKER * n_workers))
+    bounds = np.unique(np.linspace(0, n_tasks, n_chunks + 1).round().astype(int))
+    return list(zip(bounds[:-1].tolist(), bounds[1:].tolist()))
+
+
+def _run_chunk(func, start, stop, args, parent_pid):
+    if os.getpid() == parent_pid:
+        # Thread-based backends share the parent's process: the parent already
+        # holds BLAS to one thread around the whole Parallel call, and a
+        # per-thread threadpool_limits would race on that process-wide setting.
+        return func(start, stop, *args)
+    with threadpool_limits(limits=1, user_api="blas"):
+        return func(start, stop, *args)
+
+
+def map_task_chunks(func, n_tasks, *args, n_jobs=None):
+    """Call ``func(start, stop, *args)`` on contiguous task ranges.
+
+    Parameters
+    ----------
+    func : callable
+        Module-level function (picklable) computing the per-task work for
+        tasks ``start, ..., stop - 1``. Per-task results must not depend on
+        which other tasks share the chunk, so that results do not change
+        with ``n_jobs``.
+    n_tasks : int
+        Number of tasks.
+    *args
+        Extra positional arguments passed to ``func``.
+    n_jobs : int, default=None
+        ``None`` or ``1`` runs one plain call with no joblib overhead.
+        Otherwise the tasks are split in a few chunks per worker and run by
+        :class:`sklearn.utils.parallel.Parallel`, with BLAS held to one thread
+        inside the workers.
+
+    Returns
+    -------
+    results : list
+        ``func``'s return values, in task order, and the ranges they cover.
+    """
+    chunks = task_chunks(n_tasks, n_jobs)
+    if _is_serial(n_jobs) or len(chunks) <= 1:
+        return [func(start, stop, *args) for start, stop in chunks], chunks
+    parent_pid = os.getpid()
+    with threadpool_limits(limits=1, user_api="blas"):
+        results = Parallel(n_jobs=n_jobs)(
+            delayed(_run_chunk)(func, start, stop, args, parent_pid)
+            for start, stop in chunks
+        )
+    return list(results), chunks

@@ -1,0 +1,344 @@
+"""SharedParamRegressor: soft parameter sharing (Evgeniou & Pontil, 2004)."""
+
+import warnings
+from numbers import Integral, Real
+
+import numpy as np
+import scipy.linalg
+from scipy.optimize import minimize
+from sklearn.exceptions import ConvergenceWarning
+
+from ._base import Interval, MultiTaskRegressorBase, StrOptions
+from ._losses import LOSSES
+from ._parallel import map_task_chunks
+
+
+def _eliminate_tasks(start, stop, data, lam, fit_intercept):
+    """Eliminate the task blocks ``u_t`` of tasks ``[start, stop)``.
+
+    With ``M_t = G_t + lam I`` the task block's optimality condition gives
+    ``u_t = a_t - B_t theta_0`` with ``a_t = M_t^-1 g_t``, ``B_t = M_t^-1 G_t``.
+    One stacked LU solve of size ``p = d + 1`` per task returns both.
+    """
+    G, g, _, _ = data.gram(start, stop, fit_intercept)
+    M = G.copy()
+    diag = np.arange(G.shape[1])
+    M[:, diag, diag] += lam
+    sol = np.linalg.solve(M, np.concatenate([G, g[..., None]], axis=2))
+    return sol[..., -1], sol[..., :-1]
+
+
+def _solve_shared(A, rhs):
+    """Solve the symmetric positive semi-definite shared system.
+
+    Singular systems arise when the features are collinear across every task
+    (one-hot blocks next to an intercept with ``alpha_shared=0``): the shared
+    part is then not unique, and the least-squares minimum-norm solution is one
+    optimum among equals.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", scipy.linalg.LinAlgWarning)
+            return scipy.linalg.solve(A, rhs, assume_a="pos")
+    except (np.linalg.LinAlgError, scipy.linalg.LinAlgWarning):
+        return scipy.linalg.lstsq(A, rhs)[0]
+
+
+def _solve_cholesky(data, alpha_shared, alpha_task, fit_intercept, n_jobs):
+    """Exact solve of the squared-loss problem by block elimination.
+
+    Returns ``theta_0`` of shape (p,) and the task coefficients ``beta``
+    of shape (n_tasks, p), intercept last when ``fit_intercept``.
+
+    Multiplying the objective by ``S`` gives, with ``lam = S * alpha_task``,
+    the normal equations ``(G_t + lam I) u_t = g_t - G_t theta_0`` for each
+    task and ``P theta_0 = lam * sum_t u_t`` for the shared part, where ``P``
+    is ``S * alpha_shared`` on the weights and 0 on the (unpenalized) shared
+    intercept. Eliminating ``u_t`` leaves one ``p x p`` system
+    ``(P + lam sum_t B_t) theta_0 = lam sum_t a_t``. Cost: one pass over the
+    rows for the Gram matrices, O(n_tasks p^3) for the eliminations.
+    """
+    d = data.n_features
+    lam = alpha_task * data.S
+    results, _ = map_task_chunks(
+        _eliminate_tasks, data.n_tasks, data, lam, fit_intercept, n_jobs=n_jobs
+    )
+    a = np.concatenate([r[0] for r in results])
+    B = np.concatenate([r[1] for r in results])
+    # Summed in the parent in task order, so results do not change with n_jobs.
+    A = lam * B.sum(axis=0)
+    A = 0.5 * (A + A.T)
+    A[np.arange(d), np.arange(d)] += alpha_shared * data.S
+    theta0 = _solve_shared(A, lam * a.sum(axis=0))
+    # beta_t = theta_0 + u_t, and u_t = a_t - B_t theta_0.
+    beta = theta0 + a - B @ theta0
+    return theta0, beta
+
+
+def _task_loss_grad(start, stop, data, beta, loss, epsilon, fit_intercept):
+    """Loss sum and gradient with respect to ``beta_t`` for tasks [start, stop)."""
+    d = data.n_features
+    b = beta[start:stop]
+    value, grad_coef, grad_intercept = data.linear_loss_grad(
+        start, stop, b[:, :d], b[:, d] if fit_intercept else None, LOSSES[loss], epsilon
+    )
+    grad = np.hstack([grad_coef, grad_intercept[:, None]]) if fit_intercept else grad_coef
+    return value, grad
+
+
+def _solve_lbfgs(
+    data, alpha_shared, alpha_task, loss, epsilon, fit_intercept, max_iter, tol,
+    n_jobs, verbose, theta0, beta,
+):
+    """L-BFGS on the joint objective in ``(theta_0, u_1, ..., u_T)``.
+
+    Stops when the largest absolute entry of the gradient is below ``tol``.
+    Returns ``theta0, beta, n_iter, grad_norm``.
+    """
+    n_tasks, p = beta.shape
+    d = data.n_features
+    S = data.S
+
+    def objective(x):
+        th, U = x[:p], x[p:].reshape(n_tasks, p)
+        results, _ = map_task_chunks(
+            _task_loss_grad, n_tasks, data, th + U, loss, epsilon, fit_intercept,
+            n_jobs=n_jobs,
+        )
+        value = sum(r[0] for r in results) / S
+        grad_beta = np.concatenate([r[1] for r in results]) / S
+        value += 0.5 * alpha_shared * th[:d] @ th[:d] + 0.5 * alpha_task * np.sum(U * U)
+        grad_th = grad_beta.sum(axis=0)
+        grad_th[:d] += alpha_shared * th[:d]
+        grad_U = grad_beta + alpha_task * U
+        return value, np.concatenate([grad_th, grad_U.ravel()])
+
+    callback = None
+    if verbose:
+        def callback(intermediate_result):
+            print(f"[SharedParamRegressor] objective {intermediate_result.fun:.10g}")
+
+    x0 = np.concatenate([theta0, (beta - theta0).ravel()])
+    res = minimize(
+        objective,
+        x0,
+        jac=True,
+        method="L-BFGS-B",
+        callback=callback,
+        # Stop on the gradient only: ftol=0 turns off the relative-decrease test.
+        options={"maxiter": max_iter, "gtol": tol, "ftol": 0.0},
+    )
+    grad_norm = float(np.max(np.abs(res.jac))) if res.jac.size else 0.0
+    th = res.x[:p]
+    return th, th + res.x[p:].reshape(n_tasks, p), int(max(res.nit, 1)), grad_norm
+
+
+class SharedParamRegressor(MultiTaskRegressorBase):
+    """Multi-task linear regression with soft parameter sharing.
+
+    Each task's weights are a shared part plus a task-specific part,
+    ``w_t = w_0 + v_t`` and ``b_t = b_0 + c_t`` (Evgeniou & Pontil, 2004).
+    The estimator minimizes
+
+    .. math::
+
+        \\frac{1}{S} \\sum_{(i, t) \\text{ observed}} s_i\\, \\ell(y_{it} - x_i^\\top w_t - b_t)
+        + \\frac{\\alpha_{shared}}{2} \\|w_0\\|^2
+        + \\frac{\\alpha_{task}}{2} \\sum_t \\left(\\|v_t\\|^2 + c_t^2\\right)
+
+    with :math:`S = \\sum_i s_i` and :math:`\\ell(r) = r^2 / 2` (``loss='squared'``)
+    or Huber's loss. The shared intercept :math:`b_0` is not penalized; each
+    task's intercept is pulled towards it like a random intercept in a mixed
+    model, so small tasks borrow their level from the others. A large
+    ``alpha_task`` pulls every task onto one pooled model; a small one lets the
+    tasks fit independently.
+
+    With the squared loss the problem is a linear system and is solved
+    exactly: each task's block is eliminated with one small factorization,
+    then one system gives the shared part. The Huber loss is minimized with
+    L-BFGS.
+
+    Parameters
+    ----------
+    alpha_shared : float, default=1.0
+        Ridge penalty on the shared weights :math:`w_0`. ``0`` leaves them
+        unpenalized.
+    alpha_task : float, default=1.0
+        Penalty on the task deviations :math:`(v_t, c_t)`. Must be positive.
+    loss : {'squared', 'huber'}, default='squared'
+        Loss of a residual.
+    epsilon : float, default=1.35
+        Threshold of the Huber loss, in the units of ``y``.
+    fit_intercept : bool, default=True
+        Whether to fit intercepts :math:`b_t = b_0 + c_t`.
+    task_column : int or str, default=None
+        ``None``: wide layout, ``y`` has one column per task (NaN marks a
+        missing label). Otherwise the column of ``X`` (int position, negative
+        allowed, or DataFrame column name) that holds each row's task label:
+        long layout, ``y`` is 1-D.
+    handle_unknown : {'warn', 'shared', 'error'}, default='warn'
+        Long layout: how to predict a task label that fit never saw. It is
+        predicted by the shared model (``shared_coef_``,
+        ``shared_intercept_``) with a ``UserWarning`` (``'warn'``) or silently
+        (``'shared'``), or refused with a ``ValueError`` (``'error'``).
+    solver : {'auto', 'cholesky', 'lbfgs'}, default='auto'
+        ``'cholesky'``: exact block elimination (squared loss only).
+        ``'lbfgs'``: L-BFGS on the joint objective. ``'auto'``: ``'cholesky'``
+        for the squared loss, ``'lbfgs'`` for Huber.
+    max_iter : int, default=1000
+        Maximum number of L-BFGS iterations.
+    tol : float, default=1e-4
+        L-BFGS stops when the largest absolute entry of the gradient of the
+        objective is below ``tol``.
+    n_jobs : int, default=None
+        Number of jobs for the per-task steps, through joblib. ``None`` means
+        1 (a plain loop) even inside a :func:`joblib.parallel_config` context.
+        ``-1`` means all processors.
+    verbose : int, default=0
+        Print the objective at every L-BFGS iteration when positive.
+
+    Attributes
+    ----------
+    coef_ : ndarray of shape (n_tasks, n_model_features) or (n_model_features,)
+        Task coefficients :math:`w_t`; row ``k`` belongs to ``tasks_[k]``.
+        1-D when a 1-D ``y`` was passed in the wide layout.
+    intercept_ : ndarray of shape (n_tasks,) or float
+        Task intercepts :math:`b_t` (0 when ``fit_intercept=False``).
+    shared_coef_ : ndarray of shape (n_model_features,)
+        Shared weights :math:`w_0`.
+    shared_intercept_ : float
+        Shared intercept :math:`b_0`.
+    task_coef_ : ndarray of the shape of ``coef_``
+        Task deviations :math:`v_t = w_t - w_0`.
+    task_intercept_ : ndarray of shape (n_tasks,) or float
+        Intercept deviations :math:`c_t = b_t - b_0`.
+    tasks_ : ndarray of shape (n_tasks,)
+        Task labels in sorted order (column indices in the wide layout).
+    n_tasks_ : int
+        Number of tasks.
+    n_iter_ : int
+        L-BFGS iterations; 1 for the direct solve.
+    n_features_in_ : int
+        Number of columns of ``X`` seen in fit, task column included.
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Column names of ``X`` seen in fit, when they are all strings.
+
+    See Also
+    --------
+    SharedFeatureRegressor : Tasks share a low-dimensional feature subspace
+        or the same selected features.
+    SharedObjectiveRegressor : Tasks share a learned representation, with
+        task weights that adapt during training.
+    sklearn.linear_model.Ridge : One pooled ridge model (the limit
+        ``alpha_task -> inf``).
+
+    References
+    ----------
+    T. Evgeniou and M. Pontil, "Regularized multi-task learning", KDD 2004.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skmtl import SharedParamRegressor
+    >>> rng = np.random.RandomState(0)
+    >>> school = np.repeat([0, 1, 2], 20)
+    >>> hours = rng.uniform(0, 10, size=60)
+    >>> score = 50 + 3 * hours + 2 * school + rng.normal(size=60)
+    >>> X = np.column_stack([school, hours])
+    >>> model = SharedParamRegressor(alpha_task=0.01, task_column=0).fit(X, score)
+    >>> model.tasks_
+    array([0., 1., 2.])
+    >>> model.predict([[1, 5.0]]).round(1)
+    array([66.9])
+    """
+
+    _per_task_attributes = ("coef_", "intercept_", "task_coef_", "task_intercept_")
+
+    _parameter_constraints = {
+        **MultiTaskRegressorBase._parameter_constraints,
+        "alpha_shared": [Interval(Real, 0, None, closed="left")],
+        "alpha_task": [Interval(Real, 0, None, closed="neither")],
+        "loss": [StrOptions({"squared", "huber"})],
+        "epsilon": [Interval(Real, 0, None, closed="neither")],
+        "solver": [StrOptions({"auto", "cholesky", "lbfgs"})],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "tol": [Interval(Real, 0, None, closed="left")],
+    }
+
+    def __init__(
+        self,
+        alpha_shared=1.0,
+        *,
+        alpha_task=1.0,
+        loss="squared",
+        epsilon=1.35,
+        fit_intercept=True,
+        task_column=None,
+        handle_unknown="warn",
+        solver="auto",
+        max_iter=1000,
+        tol=1e-4,
+        n_jobs=None,
+        verbose=0,
+    ):
+        self.alpha_shared = alpha_shared
+        self.alpha_task = alpha_task
+        self.loss = loss
+        self.epsilon = epsilon
+        self.fit_intercept = fit_intercept
+        self.task_column = task_column
+        self.handle_unknown = handle_unknown
+        self.solver = solver
+        self.max_iter = max_iter
+        self.tol = tol
+        self.n_jobs = n_jobs
+        self.verbose = verbose
+
+    def _resolve_solver(self):
+        if self.solver == "auto":
+            return "cholesky" if self.loss == "squared" else "lbfgs"
+        if self.solver == "cholesky" and self.loss != "squared":
+            raise ValueError(
+                f"solver='cholesky' solves the squared loss only, got loss={self.loss!r}; "
+                "use solver='lbfgs' or 'auto'."
+            )
+        return self.solver
+
+    def _fit(self, data):
+        solver = self._resolve_solver()
+        fit_intercept = self.fit_intercept
+        theta0, beta = _solve_cholesky(
+            data, self.alpha_shared, self.alpha_task, fit_intercept, self.n_jobs
+        )
+        n_iter = 1
+        if solver == "lbfgs":
+            # The exact squared-loss solution is a cheap, good starting point.
+            theta0, beta, n_iter, grad_norm = _solve_lbfgs(
+                data, self.alpha_shared, self.alpha_task, self.loss, self.epsilon,
+                fit_intercept, self.max_iter, self.tol, self.n_jobs, self.verbose,
+                theta0, beta,
+            )
+            if grad_norm > self.tol:
+                warnings.warn(
+                    f"L-BFGS did not converge in {n_iter} iterations: the largest "
+                    f"gradient entry is {grad_norm:.3g} > tol={self.tol:g}. Increase "
+                    "max_iter or tol, or scale the features.",
+                    ConvergenceWarning,
+                )
+        d = data.n_features
+        coef, intercept = beta[:, :d], beta[:, d] if fit_intercept else np.zeros(len(beta))
+        shared_coef = theta0[:d]
+        shared_intercept = float(theta0[d]) if fit_intercept else 0.0
+        fitted = {
+            "coef_": coef,
+            "intercept_": intercept,
+            "shared_coef_": shared_coef,
+            "shared_intercept_": shared_intercept,
+            "task_coef_": coef - shared_coef,
+            "task_intercept_": intercept - shared_intercept,
+            "n_iter_": n_iter,
+        }
+        return fitted
+
+    def _shared_model(self):
+        return self.shared_coef_, self.shared_intercept_

@@ -1,0 +1,317 @@
+"""The two data layouts as one internal form that every solver consumes.
+
+Wide layout: ``X`` is shared by all tasks and ``y`` has one column per task,
+NaN marking a missing label. Long layout: one column of ``X`` holds each row's
+task label and ``y`` is 1-D. Both become a *task data* object that exposes the
+same per-task operations, each on a contiguous range of tasks
+``[start, stop)`` (the unit of work of :func:`skmtl._parallel.map_task_chunks`):
+
+- ``gram(start, stop, fit_intercept)``: per-task sufficient statistics
+  ``Z_t^T S_t Z_t``, ``Z_t^T S_t y_t``, ``y_t^T S_t y_t`` and the summed
+  weights, with ``Z_t = [X_t, 1]`` when ``fit_intercept``;
+- ``linear_loss_grad(start, stop, coef, intercept, loss, epsilon)``: the
+  weighted loss of task-wise linear models and its gradient per task.
+
+Both are *sums* over rows; the estimators divide by ``S = sum_i s_i`` as the
+objective in SPEC section 3 does. Per-task results never depend on which
+other tasks share the range, so results do not change with ``n_jobs``.
+"""
+
+import numbers
+
+import numpy as np
+
+# Tasks with at least this many rows are handled one by one (their Gram matrix
+# is a BLAS call that amortizes Python overhead); smaller tasks of equal size
+# are stacked and handled by one batched matmul.
+_LARGE_TASK = 64
+
+
+def check_task_labels(labels, *, where):
+    """Validate task labels: ints, floats or strings, not mixed, finite.
+
+    Parameters
+    ----------
+    labels : array-like of shape (n_samples,)
+        The labels.
+    where : str
+        Describes where the labels come from, for error messages.
+
+    Returns
+    -------
+    labels : ndarray of shape (n_samples,)
+        Numeric labels as a numeric array, string labels as an object array.
+    """
+    labels = np.asarray(labels)
+    if labels.ndim != 1:
+        raise ValueError(f"Task labels ({where}) must be 1-D, got shape {labels.shape}.")
+    kind = labels.dtype.kind
+    if kind in "biu":
+        return labels
+    if kind == "f":
+        if not np.all(np.isfinite(labels)):
+            raise ValueError(
+                f"Task labels ({where}) contain NaN or inf; every row needs a "
+                "finite task label."
+            )
+        return labels
+    if kind in "US":
+        return labels.astype(object)
+    if kind != "O":
+        raise TypeError(
+            f"Task labels ({where}) must be ints, floats or strings, got dtype "
+            f"{labels.dtype}."
+        )
+    is_str = np.fromiter((isinstance(v, str) for v in labels), bool, len(labels))
+    if is_str.all():
+        return labels
+    is_num = np.fromiter(
+        (isinstance(v, numbers.Real) and not isinstance(v, bool) for v in labels),
+        bool,
+        len(labels),
+    )
+    bad = ~(is_str | is_num)
+    if bad.any():
+        value = labels[np.flatnonzero(bad)[0]]
+        raise TypeError(
+            f"Task labels ({where}): argument must be a string or a real number, "
+            f"got {value!r} of type {type(value).__name__}."
+        )
+    if is_str.any():
+        raise ValueError(
+            f"Task labels ({where}) mix strings and numbers; use one type for "
+            "all labels."
+        )
+    return check_task_labels(labels.astype(np.float64), where=where)
+
+
+def _batched_gram(Xb, yb, sb, fit_intercept):
+    """Sufficient statistics of stacked tasks ``Xb`` (k, m, d), ``yb`` (k, m)."""
+    k, m, d = Xb.shape
+    p = d + int(fit_intercept)
+    Xw = Xb if sb is None else Xb * sb[..., None]
+    yw = yb if sb is None else yb * sb
+    G = np.empty((k, p, p))
+    g = np.empty((k, p))
+    Gxx = np.matmul(Xw.transpose(0, 2, 1), Xb)
+    if sb is not None:
+        Gxx = 0.5 * (Gxx + Gxx.transpose(0, 2, 1))
+    G[:, :d, :d] = Gxx
+    g[:, :d] = np.matmul(Xw.transpose(0, 2, 1), yb[..., None])[..., 0]
+    sw = np.full(k, float(m)) if sb is None else sb.sum(axis=1)
+    if fit_intercept:
+        x1 = Xw.sum(axis=1)
+        G[:, :d, d] = x1
+        G[:, d, :d] = x1
+        G[:, d, d] = sw
+        g[:, d] = yw.sum(axis=1)
+    yy = np.einsum("km,km->k", yw, yb)
+    return G, g, yy, sw
+
+
+class LongTasks:
+    """Long layout: rows sorted by task, task ``t`` owns rows ``bounds[t]:bounds[t+1]``.
+
+    Attributes
+    ----------
+    X : ndarray of shape (n_rows, n_features)
+        Model features, rows sorted by task.
+    y : ndarray of shape (n_rows,)
+    sample_weight : ndarray of shape (n_rows,) or None
+        ``None`` means all ones.
+    bounds : ndarray of shape (n_tasks + 1,)
+    codes : ndarray of shape (n_rows,)
+        Task index of each (sorted) row.
+    S : float
+        Sum of the sample weights.
+    """
+
+    layout = "long"
+
+    def __init__(self, X, y, sample_weight, bounds):
+        self.X = X
+        self.y = y
+        self.sample_weight = sample_weight
+        self.bounds = bounds
+        self.n_tasks = len(bounds) - 1
+        self.n_features = X.shape[1]
+        self.sizes = np.diff(bounds)
+        self.codes = np.repeat(np.arange(self.n_tasks), self.sizes)
+        self.S = float(len(y) if sample_weight is None else sample_weight.sum())
+
+    def task_weight_sums(self):
+        """Summed sample weight of each task's observed labels."""
+        if self.sample_weight is None:
+            return self.sizes.astype(np.float64)
+        return np.add.reduceat(self.sample_weight, self.bounds[:-1])
+
+    def gram(self, start, stop, fit_intercept):
+        """Per-task ``G_t, g_t, y_t^T S_t y_t, sum s`` for tasks ``[start, stop)``."""
+        X, y, s, b = self.X, self.y, self.sample_weight, self.bounds
+        p = self.n_features + int(fit_intercept)
+        k = stop - start
+        G, g = np.empty((k, p, p)), np.empty((k, p))
+        yy, sw = np.empty(k), np.empty(k)
+        sizes = self.sizes[start:stop]
+        large = np.flatnonzero(sizes >= _LARGE_TASK)
+        for j in large:
+            sl = slice(b[start + j], b[start + j + 1])
+            out = _batched_gram(
+                X[sl][None], y[sl][None], None if s is None else s[sl][None], fit_intercept
+            )
+            G[j], g[j], yy[j], sw[j] = (a[0] for a in out)
+        small = np.flatnonzero(sizes < _LARGE_TASK)
+        for m in np.unique(sizes[small]):
+            js = small[sizes[small] == m]
+            rows = b[start + js][:, None] + np.arange(m)
+            out = _batched_gram(
+                X[rows], y[rows], None if s is None else s[rows], fit_intercept
+            )
+            G[js], g[js], yy[js], sw[js] = out
+        return G, g, yy, sw
+
+    def linear_loss_grad(self, start, stop, coef, intercept, loss, epsilon, X=None):
+        """Weighted loss sum and per-task gradient of task-wise linear models.
+
+        Parameters
+        ----------
+        start, stop : int
+            Task range.
+        coef : ndarray of shape (stop - start, n_features)
+        intercept : ndarray of shape (stop - start,) or None
+        loss : callable
+            From :mod:`skmtl._losses`.
+        epsilon : float
+            Huber threshold (ignored by the squared loss).
+        X : ndarray of shape (n_rows, n_features), default=None
+            Features in the internal row order to use instead of ``self.X``.
+
+        Returns
+        -------
+        loss_sum : float
+            ``sum s_i loss(r_i)`` over the rows of these tasks.
+        grad_coef : ndarray of shape (stop - start, n_features)
+        grad_intercept : ndarray of shape (stop - start,)
+        """
+        X = self.X if X is None else X
+        lo, hi = self.bounds[start], self.bounds[stop]
+        Xc = X[lo:hi]
+        local = self.codes[lo:hi] - start
+        pred = np.einsum("ij,ij->i", Xc, coef[local])
+        if intercept is not None:
+            pred += intercept[local]
+        value, deriv = loss(self.y[lo:hi] - pred, epsilon)
+        if self.sample_weight is not None:
+            s = self.sample_weight[lo:hi]
+            value, deriv = value * s, deriv * s
+        offsets = self.bounds[start:stop] - lo
+        grad_coef = -np.add.reduceat(Xc * deriv[:, None], offsets, axis=0)
+        grad_intercept = -np.add.reduceat(deriv, offsets)
+        return value.sum(), grad_coef, grad_intercept
+
+
+class WideTasks:
+    """Wide layout: ``X`` shared by all tasks, ``Y[:, t]`` task ``t``'s labels.
+
+    Attributes
+    ----------
+    X : ndarray of shape (n_rows, n_features)
+    Y : ndarray of shape (n_rows, n_tasks)
+        Missing labels are 0 here and ``False`` in ``mask``.
+    mask : ndarray of shape (n_rows, n_tasks)
+        Observed labels.
+    sample_weight : ndarray of shape (n_rows,) or None
+        ``None`` means all ones.
+    S : float
+        Sum of the sample weights over all rows, labelled or not.
+    """
+
+    layout = "wide"
+
+    def __init__(self, X, Y, sample_weight):
+        self.mask = ~np.isnan(Y)
+        self.complete = self.mask.all(axis=0)
+        self.Y = np.where(self.mask, Y, 0.0) if not self.complete.all() else Y
+        self.X = X
+        self.sample_weight = sample_weight
+        self.n_tasks = Y.shape[1]
+        self.n_features = X.shape[1]
+        self.S = float(len(Y) if sample_weight is None else sample_weight.sum())
+
+    def _row_weights(self, start, stop):
+        """(n_rows, k) weights of the observed labels of tasks [start, stop)."""
+        W = self.mask[:, start:stop].astype(np.float64)
+        if self.sample_weight is not None:
+            W *= self.sample_weight[:, None]
+        return W
+
+    def task_weight_sums(self):
+        """Summed sample weight of each task's observed labels."""
+        return self._row_weights(0, self.n_tasks).sum(axis=0)
+
+    def gram(self, start, stop, fit_intercept):
+        """Per-task ``G_t, g_t, y_t^T S_t y_t, sum s`` for tasks ``[start, stop)``."""
+        X, Y, s = self.X, self.Y[:, start:stop], self.sample_weight
+        d, k = self.n_features, stop - start
+        p = d + int(fit_intercept)
+        W = self._row_weights(start, stop)
+        G = np.empty((k, p, p))
+        complete = np.flatnonzero(self.complete[start:stop])
+        if len(complete):
+            # Complete columns share one Gram matrix: form it once.
+            G[complete] = _batched_gram(
+                X[None], Y[None, :, 0], None if s is None else s[None], fit_intercept
+            )[0]
+        for j in np.flatnonzero(~self.complete[start:stop]):
+            rows = self.mask[:, start + j]
+            G[j] = _batched_gram(
+                X[rows][None],
+                Y[rows, j][None],
+                None if s is None else s[rows][None],
+                fit_intercept,
+            )[0][0]
+        WY = W * Y
+        g = np.empty((k, p))
+        g[:, :d] = WY.T @ X
+        if fit_intercept:
+            g[:, d] = WY.sum(axis=0)
+        return G, g, np.einsum("nk,nk->k", WY, Y), W.sum(axis=0)
+
+    def linear_loss_grad(self, start, stop, coef, intercept, loss, epsilon, X=None):
+        """Weighted loss sum and per-task gradient of task-wise linear models.
+
+        Same contract as :meth:`LongTasks.linear_loss_grad`.
+        """
+        X = self.X if X is None else X
+        pred = X @ coef.T
+        if intercept is not None:
+            pred += intercept
+        value, deriv = loss(self.Y[:, start:stop] - pred, epsilon)
+        W = self._row_weights(start, stop)
+        value, deriv = value * W, deriv * W
+        return value.sum(), -(deriv.T @ X), -deriv.sum(axis=0)
+
+
+def make_long_tasks(X, labels, y, sample_weight):
+    """Sort rows by task and build :class:`LongTasks`.
+
+    Returns
+    -------
+    data : LongTasks
+    tasks : ndarray
+        The sorted unique task labels.
+    """
+    tasks, codes = np.unique(labels, return_inverse=True)
+    codes = codes.ravel()
+    if len(codes) > 1 and np.any(codes[1:] < codes[:-1]):
+        order = np.argsort(codes, kind="stable")
+        X, y, codes = X[order], y[order], codes[order]
+        if sample_weight is not None:
+            sample_weight = sample_weight[order]
+    bounds = np.searchsorted(codes, np.arange(len(tasks) + 1))
+    return LongTasks(np.ascontiguousarray(X), y, sample_weight, bounds), tasks
+
+
+def make_wide_tasks(X, Y, sample_weight):
+    """Build :class:`WideTasks`; ``Y`` is 2-D with NaN for missing labels."""
+    return WideTasks(X, Y, sample_weight)

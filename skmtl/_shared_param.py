@@ -11,6 +11,7 @@ from sklearn.exceptions import ConvergenceWarning
 from ._base import Interval, MultiTaskRegressorBase, StrOptions
 from ._losses import LOSSES
 from ._parallel import map_task_chunks
+from ._reml import REMLProblem, initial_factor
 
 
 def _eliminate_tasks(start, stop, data, lam, fit_intercept):
@@ -73,6 +74,38 @@ def _solve_cholesky(data, alpha_shared, alpha_task, fit_intercept, n_jobs):
     # beta_t = theta_0 + u_t, and u_t = a_t - B_t theta_0.
     beta = theta0 + a - B @ theta0
     return theta0, beta
+
+
+def _gram_chunk(start, stop, data, fit_intercept):
+    return data.gram(start, stop, fit_intercept)
+
+
+def _solve_reml(data, alpha_shared, fit_intercept, max_iter, tol, n_jobs, verbose):
+    """``alpha_task='auto'``: REML variance components, then posterior means.
+
+    Returns ``theta0, beta, Sigma, sigma2, log_likelihood, n_iter, grad_norm``.
+    """
+    results, _ = map_task_chunks(_gram_chunk, data.n_tasks, data, fit_intercept, n_jobs=n_jobs)
+    G, g, yy = (np.concatenate([r[i] for r in results]) for i in range(3))
+    # Sample weights are precision weights here: row i has noise variance
+    # sigma^2 / s_i, and a zero weight carries no observation.
+    s = data.pair_weights()
+    s = s[s > 0]
+    problem = REMLProblem(G, g, yy, len(s), np.log(s).sum(), n_jobs=n_jobs)
+    L, n_iter, grad_norm = problem.fit(initial_factor(G, len(s)), max_iter, tol, verbose)
+    res = problem.evaluate(L, gradient=False)
+    sigma2 = res["rss"] / problem.dof
+    d = data.n_features
+    if alpha_shared > 0:
+        C = res["W"].sum(axis=0)
+        C[np.arange(d), np.arange(d)] += alpha_shared * data.S
+        theta0 = _solve_shared(C, res["w"].sum(axis=0))
+    else:
+        theta0 = res["theta"]
+    # Posterior means u_t = L A_t^-1 L^T (g_t - G_t theta_0).
+    U = (res["pv"] - res["P"] @ theta0) @ L.T
+    log_lik = problem.log_likelihood(res["deviance"])
+    return theta0, theta0 + U, sigma2 * (L @ L.T), sigma2, log_lik, n_iter, grad_norm
 
 
 def _task_loss_grad(start, stop, data, beta, loss, epsilon, fit_intercept):
@@ -249,7 +282,7 @@ class SharedParamRegressor(MultiTaskRegressorBase):
     >>> model.tasks_
     array([0., 1., 2.])
     >>> model.predict([[1, 5.0]]).round(1)
-    array([66.9])
+    array([67.1])
     """
 
     _per_task_attributes = ("coef_", "intercept_", "task_coef_", "task_intercept_")
@@ -257,7 +290,7 @@ class SharedParamRegressor(MultiTaskRegressorBase):
     _parameter_constraints = {
         **MultiTaskRegressorBase._parameter_constraints,
         "alpha_shared": [Interval(Real, 0, None, closed="left")],
-        "alpha_task": [Interval(Real, 0, None, closed="neither")],
+        "alpha_task": [Interval(Real, 0, None, closed="neither"), StrOptions({"auto"})],
         "loss": [StrOptions({"squared", "huber"})],
         "epsilon": [Interval(Real, 0, None, closed="neither")],
         "solver": [StrOptions({"auto", "cholesky", "lbfgs"})],
@@ -295,6 +328,17 @@ class SharedParamRegressor(MultiTaskRegressorBase):
         self.verbose = verbose
 
     def _resolve_solver(self):
+        if self.alpha_task == "auto":
+            if self.loss != "squared":
+                raise ValueError(
+                    f"alpha_task='auto' estimates a linear mixed model and needs "
+                    f"loss='squared', got loss={self.loss!r}."
+                )
+            if self.solver == "lbfgs":
+                raise ValueError(
+                    "alpha_task='auto' has its own REML solver; use solver='auto'."
+                )
+            return "reml"
         if self.solver == "auto":
             return "cholesky" if self.loss == "squared" else "lbfgs"
         if self.solver == "cholesky" and self.loss != "squared":
@@ -307,10 +351,28 @@ class SharedParamRegressor(MultiTaskRegressorBase):
     def _fit(self, data):
         solver = self._resolve_solver()
         fit_intercept = self.fit_intercept
-        theta0, beta = _solve_cholesky(
-            data, self.alpha_shared, self.alpha_task, fit_intercept, self.n_jobs
-        )
-        n_iter = 1
+        fitted = {}
+        if self.alpha_task == "auto":
+            theta0, beta, sigma, sigma2, log_lik, n_iter, grad_norm = _solve_reml(
+                data, self.alpha_shared, fit_intercept, self.max_iter, self.tol,
+                self.n_jobs, self.verbose,
+            )
+            if grad_norm > self.tol:
+                warnings.warn(
+                    f"REML estimation did not converge in {n_iter} iterations: the "
+                    f"largest projected gradient entry of the deviance is {grad_norm:.3g} "
+                    f"> tol={self.tol:g}. Increase max_iter or tol, or scale the features.",
+                    ConvergenceWarning,
+                )
+            fitted.update(
+                task_covariance_=sigma, noise_variance_=float(sigma2),
+                reml_log_likelihood_=float(log_lik),
+            )
+        else:
+            theta0, beta = _solve_cholesky(
+                data, self.alpha_shared, self.alpha_task, fit_intercept, self.n_jobs
+            )
+            n_iter = 1
         if solver == "lbfgs":
             # The exact squared-loss solution is a cheap, good starting point.
             theta0, beta, n_iter, grad_norm = _solve_lbfgs(
@@ -329,7 +391,7 @@ class SharedParamRegressor(MultiTaskRegressorBase):
         coef, intercept = beta[:, :d], beta[:, d] if fit_intercept else np.zeros(len(beta))
         shared_coef = theta0[:d]
         shared_intercept = float(theta0[d]) if fit_intercept else 0.0
-        fitted = {
+        fitted.update({
             "coef_": coef,
             "intercept_": intercept,
             "shared_coef_": shared_coef,
@@ -337,7 +399,7 @@ class SharedParamRegressor(MultiTaskRegressorBase):
             "task_coef_": coef - shared_coef,
             "task_intercept_": intercept - shared_intercept,
             "n_iter_": n_iter,
-        }
+        })
         return fitted
 
     def _shared_model(self):

@@ -139,6 +139,10 @@ class LongTasks:
         self.codes = np.repeat(np.arange(self.n_tasks), self.sizes)
         self.S = float(len(y) if sample_weight is None else sample_weight.sum())
 
+    def pair_weights(self):
+        """Sample weight of every observed (row, task) pair."""
+        return np.ones(len(self.y)) if self.sample_weight is None else self.sample_weight
+
     def task_weight_sums(self):
         """Summed sample weight of each task's observed labels."""
         if self.sample_weight is None:
@@ -244,6 +248,11 @@ class WideTasks:
         if self.sample_weight is not None:
             W *= self.sample_weight[:, None]
         return W
+
+    def pair_weights(self):
+        """Sample weight of every observed (row, task) pair."""
+        s = np.ones(len(self.X)) if self.sample_weight is None else self.sample_weight
+        return np.broadcast_to(s[:, None], self.mask.shape)[self.mask]
 
     def task_weight_sums(self):
         """Summed sample weight of each task's observed labels."""

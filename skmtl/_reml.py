@@ -40,6 +40,7 @@ import numpy as np
 import scipy.linalg
 from scipy.optimize import minimize
 
+from ._linalg import spd_solve_stacked
 from ._parallel import map_task_chunks
 
 
@@ -50,11 +51,9 @@ def _task_terms(start, stop, G, g, yy, L):
     A = np.matmul(L.T, GL)
     diag = np.arange(A.shape[1])
     A[:, diag, diag] += 1.0
-    chol = np.linalg.cholesky(A)
-    logdet = 2.0 * np.log(np.diagonal(chol, axis1=1, axis2=2)).sum(axis=1)
     Lg = g @ L
     rhs = np.concatenate([GL.transpose(0, 2, 1), Lg[..., None]], axis=2)
-    sol = np.linalg.solve(A, rhs)
+    sol, logdet = spd_solve_stacked(A, rhs)
     P, pv = sol[..., :-1], sol[..., -1]
     W = G - GL @ P
     W = 0.5 * (W + W.transpose(0, 2, 1))
@@ -83,8 +82,9 @@ def _fixed_basis(G_pooled):
 class REMLProblem:
     """Profiled REML deviance of the random-intercept, random-slope model."""
 
-    def __init__(self, G, g, yy, n_obs, log_weights, n_jobs=None):
+    def __init__(self, G, g, yy, n_obs, log_weights, n_jobs=None, has_intercept=True):
         self.G, self.g, self.yy = G, g, yy
+        self.has_intercept = has_intercept
         self.p = G.shape[1]
         self.basis = _fixed_basis(G.sum(axis=0))
         self.rank = self.basis.shape[1]
@@ -125,7 +125,11 @@ class REMLProblem:
         if gradient:
             K = Qb @ scipy.linalg.cho_solve(chol, Qb.T)
             h = w - W @ theta
-            dPsi = W.sum(axis=0) - np.einsum("kij,jl,klm->im", W, K, W)
+            p = self.p
+            WK = W @ K
+            # sum_t W_t K W_t as one (p, T p) x (T p, p) product.
+            WKW = WK.transpose(1, 0, 2).reshape(p, -1) @ W.reshape(-1, p)
+            dPsi = W.sum(axis=0) - WKW
             dPsi -= self.dof / rss * (h.T @ h)
             out["grad"] = 2.0 * (dPsi @ L)
         return out
@@ -135,12 +139,44 @@ class REMLProblem:
         n = self.dof
         return -0.5 * (deviance + n * (1.0 + np.log(2.0 * np.pi / n))) + 0.5 * self.log_weights
 
-    def fit(self, L0, max_iter, tol, verbose=0):
+    def fit(self, max_iter, tol, verbose=0):
         """Minimize the deviance over ``L`` with L-BFGS-B, diagonal of ``L`` >= 0.
 
-        Stops when the largest absolute entry of the projected gradient is
-        below ``tol``. Returns ``L, n_iter, projected gradient norm``.
+        The optimization runs on standardized columns (centered when there is
+        an intercept, unit variance): ``Z' = Z T`` leaves the likelihood
+        unchanged with ``L = T L'`` and makes the entries of ``L'``
+        comparable. The deviance is a sum over the ``N`` observed labels;
+        the fit stops when the largest absolute entry of its projected
+        gradient (in the standardized coordinates), divided by ``N``, is
+        below ``tol``. Returns ``L, n_iter`` and that scaled gradient norm.
         """
+        T = self._standardizer()
+        inner = REMLProblem(
+            T.T @ self.G @ T, self.g @ T, self.yy, self.n_obs, self.log_weights,
+            self.n_jobs, self.has_intercept,
+        )
+        L0 = np.diag(np.full(self.p, np.sqrt(0.1)))
+        L, n_iter, grad = inner._fit(L0, max_iter, tol * self.n_obs, verbose)
+        return T @ L, n_iter, grad / self.n_obs
+
+    def _standardizer(self):
+        """``T`` with ``Z T`` = centered (with an intercept) and scaled columns."""
+        G = self.G.sum(axis=0)
+        p = self.p
+        T = np.eye(p)
+        if self.has_intercept:
+            n = G[-1, -1]
+            mean = G[:-1, -1] / n
+            var = np.diag(G)[:-1] / n - mean**2
+            T[-1, :-1] = -mean
+        else:
+            var = np.diag(G) / self.n_obs
+        scale = np.sqrt(np.where(var > 1e-12 * max(var.max(), 1e-300), var, 1.0))
+        d = len(scale)
+        T[:, :d] /= scale
+        return T
+
+    def _fit(self, L0, max_iter, tol, verbose):
         rows, cols = self.tril
         bounds = [(0.0, None) if i == j else (None, None) for i, j in zip(rows, cols)]
 
@@ -168,10 +204,3 @@ class REMLProblem:
         at_bound = lower & (res.x <= 0.0)
         pg = np.where(at_bound, np.minimum(grad, 0.0), grad)
         return self.factor(res.x), int(max(res.nit, 1)), float(np.max(np.abs(pg)))
-
-
-def initial_factor(G, n_obs):
-    """Start with each random effect explaining a tenth of the noise variance per feature."""
-    second_moment = np.diag(G.sum(axis=0)) / max(n_obs, 1)
-    scale = np.where(second_moment > 0, second_moment, 1.0)
-    return np.diag(np.sqrt(0.1 / scale))

@@ -78,6 +78,10 @@ def check_task_labels(labels, *, where):
             f"got {value!r} of type {type(value).__name__}."
         )
     if is_str.any():
+        if any(v != v for v in labels[is_num]):
+            raise ValueError(
+                f"Task labels ({where}) contain NaN; every row needs a task label."
+            )
         raise ValueError(
             f"Task labels ({where}) mix strings and numbers; use one type for "
             "all labels."
@@ -167,11 +171,15 @@ class LongTasks:
         small = np.flatnonzero(sizes < _LARGE_TASK)
         for m in np.unique(sizes[small]):
             js = small[sizes[small] == m]
-            rows = b[start + js][:, None] + np.arange(m)
-            out = _batched_gram(
-                X[rows], y[rows], None if s is None else s[rows], fit_intercept
-            )
-            G[js], g[js], yy[js], sw[js] = out
+            if js[-1] - js[0] == len(js) - 1:
+                # Consecutive tasks of one size: a reshaped view, no gather.
+                lo, hi = b[start + js[0]], b[start + js[-1] + 1]
+                Xb, yb = X[lo:hi].reshape(len(js), m, -1), y[lo:hi].reshape(len(js), m)
+                sb = None if s is None else s[lo:hi].reshape(len(js), m)
+            else:
+                rows = b[start + js][:, None] + np.arange(m)
+                Xb, yb, sb = X[rows], y[rows], None if s is None else s[rows]
+            G[js], g[js], yy[js], sw[js] = _batched_gram(Xb, yb, sb, fit_intercept)
         return G, g, yy, sw
 
     def linear_loss_grad(self, start, stop, coef, intercept, loss, epsilon, X=None):

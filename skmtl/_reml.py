@@ -171,7 +171,9 @@ class REMLProblem:
             T[-1, :-1] = -mean
         else:
             var = np.diag(G) / self.n_obs
-        scale = np.sqrt(np.where(var > 1e-12 * max(var.max(), 1e-300), var, 1.0))
+        # Constant columns (variance 0 after centering) keep their scale.
+        top = var.max(initial=0.0)
+        scale = np.sqrt(np.where(var > 1e-12 * top, var, 1.0)) if top > 0 else np.ones_like(var)
         d = len(scale)
         T[:, :d] /= scale
         return T

@@ -43,6 +43,9 @@ from scipy.optimize import minimize
 from ._linalg import spd_solve_stacked
 from ._parallel import map_task_chunks
 
+# Restarts from a boundary point where a zero variance should become positive.
+_MAX_RESTARTS = 10
+
 
 def _task_terms(start, stop, G, g, yy, L):
     """``log|A_t|``, ``W_t``, ``w_t``, ``e_t``, ``A_t^-1 L^T [G_t, g_t]`` for tasks [start, stop)."""
@@ -63,7 +66,10 @@ def _task_terms(start, stop, G, g, yy, L):
 
 
 def _all_task_terms(G, g, yy, L, n_jobs):
-    results, _ = map_task_chunks(_task_terms, len(G), G, g, yy, L, n_jobs=n_jobs)
+    p = G.shape[1]
+    results, _ = map_task_chunks(
+        _task_terms, len(G), G, g, yy, L, n_jobs=n_jobs, cost=8 * len(G) * p**3
+    )
     return [np.concatenate([r[i] for r in results]) for i in range(6)]
 
 
@@ -131,6 +137,7 @@ class REMLProblem:
             WKW = WK.transpose(1, 0, 2).reshape(p, -1) @ W.reshape(-1, p)
             dPsi = W.sum(axis=0) - WKW
             dPsi -= self.dof / rss * (h.T @ h)
+            out["grad_psi"] = dPsi
             out["grad"] = 2.0 * (dPsi @ L)
         return out
 
@@ -145,19 +152,66 @@ class REMLProblem:
         The optimization runs on standardized columns (centered when there is
         an intercept, unit variance): ``Z' = Z T`` leaves the likelihood
         unchanged with ``L = T L'`` and makes the entries of ``L'``
-        comparable. The deviance is a sum over the ``N`` observed labels;
-        the fit stops when the largest absolute entry of its projected
-        gradient (in the standardized coordinates), divided by ``N``, is
-        below ``tol``. Returns ``L, n_iter`` and that scaled gradient norm.
+        comparable.
+
+        Optimality is checked over covariance matrices, not only over ``L``:
+        a zero column of ``L`` is a stationary point of the deviance in ``L``
+        whatever the gradient in ``Psi = L L^T`` says, so at the end the
+        gradient in ``Psi`` must be positive semi-definite (no added variance
+        in any direction lowers the deviance). When it is not, the fit steps
+        along the offending direction and restarts.
+
+        The deviance is a sum over the ``N`` observed labels; the fit stops
+        when the projected gradient in ``L`` and the most negative eigenvalue
+        of the gradient in ``Psi``, divided by ``N``, are below ``tol``.
+
+        Returns
+        -------
+        L : ndarray of shape (p, p)
+        n_iter : int
+        kkt : float
+            The larger of the two optimality measures, divided by ``N``.
+        message : str
+            Why L-BFGS-B stopped last.
         """
         T = self._standardizer()
         inner = REMLProblem(
             T.T @ self.G @ T, self.g @ T, self.yy, self.n_obs, self.log_weights,
             self.n_jobs, self.has_intercept,
         )
-        L0 = np.diag(np.full(self.p, np.sqrt(0.1)))
-        L, n_iter, grad = inner._fit(L0, max_iter, tol * self.n_obs, verbose)
-        return T @ L, n_iter, grad / self.n_obs
+        abs_tol = tol * self.n_obs
+        L = np.diag(np.full(self.p, np.sqrt(0.1)))
+        n_iter = 0
+        for _ in range(_MAX_RESTARTS):
+            L, nit, pg, message = inner._fit(L, max(max_iter - n_iter, 1), abs_tol, verbose)
+            n_iter += nit
+            violation, direction = inner._cone_violation(L)
+            if violation <= abs_tol or n_iter >= max_iter:
+                break
+            L = inner._step_off_boundary(L, direction)
+        return T @ L, n_iter, max(pg, violation) / self.n_obs, message
+
+    def _cone_violation(self, L):
+        """How much adding variance along some direction would lower the deviance.
+
+        Over positive semi-definite ``Psi`` every direction ``v v^T`` is
+        feasible, so at the optimum ``df/dPsi`` must be positive
+        semi-definite; its most negative eigenvalue, if any, is the slope of
+        the deviance along ``Psi + eps v v^T``.
+        """
+        curv, vecs = np.linalg.eigh(self.evaluate(L)["grad_psi"])
+        return max(-curv[0], 0.0), vecs[:, 0]
+
+    def _step_off_boundary(self, L, direction):
+        """Best of a few steps ``Psi + eps d d^T``, as a new Cholesky factor."""
+        psi = L @ L.T
+        jitter = 1e-10 * np.eye(self.p)
+        candidates = [
+            np.linalg.cholesky(psi + eps * np.outer(direction, direction) + jitter)
+            for eps in (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
+        ]
+        devs = [self.evaluate(c, gradient=False)["deviance"] for c in candidates]
+        return candidates[int(np.argmin(devs))]
 
     def _standardizer(self):
         """``T`` with ``Z T`` = centered (with an intercept) and scaled columns."""
@@ -205,4 +259,4 @@ class REMLProblem:
         # Projected gradient: at an active lower bound only a negative slope counts.
         at_bound = lower & (res.x <= 0.0)
         pg = np.where(at_bound, np.minimum(grad, 0.0), grad)
-        return self.factor(res.x), int(max(res.nit, 1)), float(np.max(np.abs(pg)))
+        return self.factor(res.x), int(max(res.nit, 1)), float(np.max(np.abs(pg))), str(res.message)

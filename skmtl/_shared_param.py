@@ -62,8 +62,10 @@ def _solve_cholesky(data, alpha_shared, alpha_task, fit_intercept, n_jobs):
     """
     d = data.n_features
     lam = alpha_task * data.S
+    p = d + int(fit_intercept)
     results, _ = map_task_chunks(
-        _eliminate_tasks, data.n_tasks, data, lam, fit_intercept, n_jobs=n_jobs
+        _eliminate_tasks, data.n_tasks, data, lam, fit_intercept, n_jobs=n_jobs,
+        cost=data.n_observed * p * p + 2 * data.n_tasks * p**3,
     )
     a = np.concatenate([r[0] for r in results])
     B = np.concatenate([r[1] for r in results])
@@ -84,9 +86,14 @@ def _gram_chunk(start, stop, data, fit_intercept):
 def _solve_reml(data, alpha_shared, fit_intercept, max_iter, tol, n_jobs, verbose):
     """``alpha_task='auto'``: REML variance components, then posterior means.
 
-    Returns ``theta0, beta, Sigma, sigma2, log_likelihood, n_iter, grad_norm``.
+    Returns ``theta0, beta, Sigma, sigma2, log_likelihood, n_iter, grad_norm,
+    message``.
     """
-    results, _ = map_task_chunks(_gram_chunk, data.n_tasks, data, fit_intercept, n_jobs=n_jobs)
+    p = data.n_features + int(fit_intercept)
+    results, _ = map_task_chunks(
+        _gram_chunk, data.n_tasks, data, fit_intercept, n_jobs=n_jobs,
+        cost=data.n_observed * p * p,
+    )
     G, g, yy = (np.concatenate([r[i] for r in results]) for i in range(3))
     # Sample weights are precision weights here: row i has noise variance
     # sigma^2 / s_i, and a zero weight carries no observation.
@@ -97,7 +104,7 @@ def _solve_reml(data, alpha_shared, fit_intercept, max_iter, tol, n_jobs, verbos
     # spends more on waking threads than it saves (20x slower measured on 2
     # cores), so the REML iterations run with one BLAS thread.
     with threadpool_limits(limits=1, user_api="blas"):
-        L, n_iter, grad_norm = problem.fit(max_iter, tol, verbose)
+        L, n_iter, grad_norm, message = problem.fit(max_iter, tol, verbose)
     res = problem.evaluate(L, gradient=False)
     sigma2 = res["rss"] / problem.dof
     d = data.n_features
@@ -110,7 +117,7 @@ def _solve_reml(data, alpha_shared, fit_intercept, max_iter, tol, n_jobs, verbos
     # Posterior means u_t = L A_t^-1 L^T (g_t - G_t theta_0).
     U = (res["pv"] - res["P"] @ theta0) @ L.T
     log_lik = problem.log_likelihood(res["deviance"])
-    return theta0, theta0 + U, sigma2 * (L @ L.T), sigma2, log_lik, n_iter, grad_norm
+    return theta0, theta0 + U, sigma2 * (L @ L.T), sigma2, log_lik, n_iter, grad_norm, message
 
 
 def _task_loss_grad(start, stop, data, beta, loss, epsilon, fit_intercept):
@@ -141,7 +148,7 @@ def _solve_lbfgs(
         th, U = x[:p], x[p:].reshape(n_tasks, p)
         results, _ = map_task_chunks(
             _task_loss_grad, n_tasks, data, th + U, loss, epsilon, fit_intercept,
-            n_jobs=n_jobs,
+            n_jobs=n_jobs, cost=6 * data.n_observed * p,
         )
         value = sum(r[0] for r in results) / S
         grad_beta = np.concatenate([r[1] for r in results]) / S
@@ -360,15 +367,18 @@ class SharedParamRegressor(MultiTaskRegressorBase):
         fit_intercept = self.fit_intercept
         fitted = {}
         if self.alpha_task == "auto":
-            theta0, beta, sigma, sigma2, log_lik, n_iter, grad_norm = _solve_reml(
+            theta0, beta, sigma, sigma2, log_lik, n_iter, grad_norm, message = _solve_reml(
                 data, self.alpha_shared, fit_intercept, self.max_iter, self.tol,
                 self.n_jobs, self.verbose,
             )
             if grad_norm > self.tol:
                 warnings.warn(
-                    f"REML estimation did not converge in {n_iter} iterations: the "
-                    f"largest projected gradient entry of the deviance is {grad_norm:.3g} "
-                    f"> tol={self.tol:g}. Increase max_iter or tol, or scale the features.",
+                    f"REML estimation did not converge in {n_iter} iterations: its "
+                    f"optimality measure (projected gradient of the deviance per "
+                    f"observation) is {grad_norm:.3g} > tol={self.tol:g}. L-BFGS-B "
+                    f"stopped with: {message}. If it ran out of iterations increase "
+                    "max_iter; if it could not decrease further, tol is below what "
+                    "floating point resolves on this data.",
                     ConvergenceWarning,
                 )
             fitted.update(

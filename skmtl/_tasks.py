@@ -142,6 +142,7 @@ class LongTasks:
         self.sizes = np.diff(bounds)
         self.codes = np.repeat(np.arange(self.n_tasks), self.sizes)
         self.S = float(len(y) if sample_weight is None else sample_weight.sum())
+        self.n_observed = len(y)
 
     def pair_weights(self):
         """Sample weight of every observed (row, task) pair."""
@@ -249,6 +250,7 @@ class WideTasks:
         self.n_tasks = Y.shape[1]
         self.n_features = X.shape[1]
         self.S = float(len(Y) if sample_weight is None else sample_weight.sum())
+        self.n_observed = int(self.mask.sum())
 
     def _row_weights(self, start, stop):
         """(n_rows, k) weights of the observed labels of tasks [start, stop)."""

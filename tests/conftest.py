@@ -220,3 +220,16 @@ def reference():
 def objective():
     """``objective(problem, beta, alpha_shared=..., ...)`` -> (value, gradient)."""
     return objective_and_gradient
+
+
+@pytest.fixture(autouse=True)
+def _parallel_even_when_small(monkeypatch):
+    """Run n_jobs > 1 through joblib even on the tests' small problems.
+
+    Outside the tests, calls cheaper than joblib's dispatch run serially
+    (skmtl._parallel._MIN_PARALLEL_COST); the tests want the parallel path
+    itself checked.
+    """
+    import skmtl._parallel
+
+    monkeypatch.setattr(skmtl._parallel, "_MIN_PARALLEL_COST", 0.0)

@@ -11,6 +11,7 @@ import skops.io
 from numpy.testing import assert_allclose, assert_array_equal
 from sklearn.exceptions import ConvergenceWarning
 
+import skmtl._parallel
 from skmtl import SharedParamRegressor
 from skmtl._parallel import map_task_chunks
 
@@ -164,3 +165,20 @@ def test_round_trip_gives_identical_predictions(case, dump_load, tmp_path):
     assert loaded.get_params() == model.get_params()
     assert_array_equal(after, before)
     assert_array_equal(loaded.tasks_, model.tasks_)
+
+
+def test_cheap_calls_run_serially(monkeypatch):
+    monkeypatch.setattr(skmtl._parallel, "_MIN_PARALLEL_COST", 1e6)
+    calls = []
+
+    def record(start, stop):
+        calls.append((start, stop))
+        return stop - start
+
+    results, chunks = map_task_chunks(record, 50, n_jobs=2, cost=1e5)
+    assert calls == [(0, 50)] and chunks == [(0, 50)] and results == [50]
+    with joblib.parallel_config(backend="threading"):
+        results, chunks = map_task_chunks(
+            _slice_sum, 10, np.arange(10.0), np.ones(10), n_jobs=2, cost=1e7
+        )
+    assert len(chunks) > 1 and sum(results) == np.arange(10.0).sum() + 10

@@ -208,8 +208,19 @@ class SharedParamRegressor(MultiTaskRegressorBase):
     alpha_shared : float, default=1.0
         Ridge penalty on the shared weights :math:`w_0`. ``0`` leaves them
         unpenalized.
-    alpha_task : float, default=1.0
+    alpha_task : float or 'auto', default=1.0
         Penalty on the task deviations :math:`(v_t, c_t)`. Must be positive.
+        ``'auto'`` (squared loss) learns how much the tasks differ instead:
+        the deviations are random effects with a learned covariance
+        :math:`\Sigma` and noise variance :math:`\sigma^2` (the linear mixed
+        model with random intercepts and random slopes), estimated by
+        restricted maximum likelihood (REML), and the coefficients are the
+        posterior means. That is the objective above with the task penalty
+        :math:`\frac{1}{2 S} \sum_t u_t^\top \sigma^2 \Sigma^{-1} u_t`,
+        :math:`u_t = (v_t, c_t)`; with ``alpha_shared=0`` the coefficients are
+        the mixed model's fixed effects plus predicted random effects. Sample
+        weights are then precision weights (row :math:`i` has noise variance
+        :math:`\sigma^2 / s_i`).
     loss : {'squared', 'huber'}, default='squared'
         Loss of a residual.
     epsilon : float, default=1.35
@@ -263,8 +274,18 @@ class SharedParamRegressor(MultiTaskRegressorBase):
         Task labels in sorted order (column indices in the wide layout).
     n_tasks_ : int
         Number of tasks.
+    task_covariance_ : ndarray of shape (n_model_features + 1, n_model_features + 1)
+        Only with ``alpha_task='auto'``: the covariance :math:`\Sigma` of the
+        task deviations :math:`(v_t, c_t)`, intercept last (without the
+        intercept row and column when ``fit_intercept=False``).
+    noise_variance_ : float
+        Only with ``alpha_task='auto'``: the REML estimate of :math:`\sigma^2`.
+    reml_log_likelihood_ : float
+        Only with ``alpha_task='auto'``: the maximized REML log-likelihood, in
+        the convention of statsmodels' ``MixedLM`` and lme4.
     n_iter_ : int
-        L-BFGS iterations; 1 for the direct solve.
+        L-BFGS iterations (REML iterations with ``alpha_task='auto'``); 1 for
+        the direct solve.
     n_features_in_ : int
         Number of columns of ``X`` seen in fit, task column included.
     feature_names_in_ : ndarray of shape (n_features_in_,)
@@ -283,6 +304,9 @@ class SharedParamRegressor(MultiTaskRegressorBase):
     ----------
     T. Evgeniou and M. Pontil, "Regularized multi-task learning", KDD 2004.
 
+    D. Bates, M. Maechler, B. Bolker and S. Walker, "Fitting linear
+    mixed-effects models using lme4", Journal of Statistical Software, 2015.
+
     Examples
     --------
     >>> import numpy as np
@@ -297,6 +321,12 @@ class SharedParamRegressor(MultiTaskRegressorBase):
     array([0., 1., 2.])
     >>> model.predict([[1, 5.0]]).round(1)
     array([67.1])
+
+    Let the data say how much the schools differ (REML):
+
+    >>> auto = SharedParamRegressor(alpha_task="auto", task_column=0).fit(X, score)
+    >>> auto.task_covariance_.shape
+    (2, 2)
     """
 
     _per_task_attributes = ("coef_", "intercept_", "task_coef_", "task_intercept_")

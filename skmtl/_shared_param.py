@@ -212,15 +212,15 @@ class SharedParamRegressor(MultiTaskRegressorBase):
         Penalty on the task deviations :math:`(v_t, c_t)`. Must be positive.
         ``'auto'`` (squared loss) learns how much the tasks differ instead:
         the deviations are random effects with a learned covariance
-        :math:`\Sigma` and noise variance :math:`\sigma^2` (the linear mixed
+        :math:`\\Sigma` and noise variance :math:`\\sigma^2` (the linear mixed
         model with random intercepts and random slopes), estimated by
         restricted maximum likelihood (REML), and the coefficients are the
         posterior means. That is the objective above with the task penalty
-        :math:`\frac{1}{2 S} \sum_t u_t^\top \sigma^2 \Sigma^{-1} u_t`,
+        :math:`\\frac{1}{2 S} \\sum_t u_t^\\top \\sigma^2 \\Sigma^{-1} u_t`,
         :math:`u_t = (v_t, c_t)`; with ``alpha_shared=0`` the coefficients are
         the mixed model's fixed effects plus predicted random effects. Sample
         weights are then precision weights (row :math:`i` has noise variance
-        :math:`\sigma^2 / s_i`).
+        :math:`\\sigma^2 / s_i`).
     loss : {'squared', 'huber'}, default='squared'
         Loss of a residual.
     epsilon : float, default=1.35
@@ -275,11 +275,11 @@ class SharedParamRegressor(MultiTaskRegressorBase):
     n_tasks_ : int
         Number of tasks.
     task_covariance_ : ndarray of shape (n_model_features + 1, n_model_features + 1)
-        Only with ``alpha_task='auto'``: the covariance :math:`\Sigma` of the
+        Only with ``alpha_task='auto'``: the covariance :math:`\\Sigma` of the
         task deviations :math:`(v_t, c_t)`, intercept last (without the
         intercept row and column when ``fit_intercept=False``).
     noise_variance_ : float
-        Only with ``alpha_task='auto'``: the REML estimate of :math:`\sigma^2`.
+        Only with ``alpha_task='auto'``: the REML estimate of :math:`\\sigma^2`.
     reml_log_likelihood_ : float
         Only with ``alpha_task='auto'``: the maximized REML log-likelihood, in
         the convention of statsmodels' ``MixedLM`` and lme4.

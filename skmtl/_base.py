@@ -96,64 +96,71 @@ class MultiTaskRegressorBase(RegressorMixin, BaseEstimator):
         return self
 
     def _validate_fit_input(self, X, y, sample_weight):
+        """Validate fit's input and lay it out as task data (:mod:`skmtl._tasks`)."""
         if self.task_column is None:
-            X, Y = validate_data(
-                self,
-                X,
-                y,
-                reset=True,
-                validate_separately=(
-                    {"dtype": np.float64},
-                    {"dtype": np.float64, "ensure_2d": False, "ensure_all_finite": "allow-nan"},
-                ),
-            )
-            check_consistent_length(X, Y)
-            if Y.ndim > 2:
-                raise ValueError(f"y must be 1-D or 2-D, got shape {Y.shape}.")
-            single = Y.ndim == 1
-            Y = Y.reshape(len(Y), -1)
-            if Y.shape[1] == 0:
-                raise ValueError("y has 0 columns: the wide layout needs one column per task.")
-            empty = np.flatnonzero(np.isnan(Y).all(axis=0))
-            if len(empty):
-                raise ValueError(
-                    f"y column(s) {empty[:10].tolist()} have no observed label (all "
-                    "NaN): every task needs at least one label."
-                )
-            self._check_n_rows(len(X))
-            sw = self._check_weights(sample_weight, X)
-            data = make_wide_tasks(X, Y, sw)
-            fitted = {"tasks_": np.arange(Y.shape[1]), "_single_task": single}
+            data, fitted = self._validate_wide(X, y, sample_weight)
         else:
-            labels, Xf = self._validate_long_X(X, y, reset=True)
-            y = check_array(y, ensure_2d=False, dtype=np.float64, ensure_all_finite=False, input_name="y")
-            if y.ndim == 2 and y.shape[1] == 1:
-                warnings.warn(
-                    "A column-vector y was passed when a 1d array was expected. "
-                    "Please change the shape of y to (n_samples, ), for example "
-                    "using ravel().",
-                    DataConversionWarning,
-                )
-                y = y[:, 0]
-            if y.ndim != 1:
-                raise ValueError(
-                    f"y must be 1-D in the long layout (task_column={self.task_column!r}), "
-                    f"got shape {y.shape}; for one column per task use task_column=None."
-                )
-            if np.isnan(y).any():
-                raise ValueError(
-                    f"Input y contains NaN. In the long layout (task_column="
-                    f"{self.task_column!r}) every row needs a label: drop the unlabelled rows."
-                )
-            if np.isinf(y).any():
-                raise ValueError("Input y contains infinity.")
-            check_consistent_length(Xf, y)
-            self._check_n_rows(len(Xf))
-            sw = self._check_weights(sample_weight, Xf)
-            data, tasks = make_long_tasks(Xf, labels, y, sw)
-            fitted = {"tasks_": tasks, "_single_task": False}
+            data, fitted = self._validate_long(X, y, sample_weight)
         fitted["n_tasks_"] = data.n_tasks
         return data, fitted
+
+    def _validate_wide(self, X, y, sample_weight):
+        X, Y = validate_data(
+            self,
+            X,
+            y,
+            reset=True,
+            validate_separately=(
+                {"dtype": np.float64},
+                {"dtype": np.float64, "ensure_2d": False, "ensure_all_finite": "allow-nan"},
+            ),
+        )
+        check_consistent_length(X, Y)
+        if Y.ndim > 2:
+            raise ValueError(f"y must be 1-D or 2-D, got shape {Y.shape}.")
+        single = Y.ndim == 1
+        Y = Y.reshape(len(Y), -1)
+        if Y.shape[1] == 0:
+            raise ValueError("y has 0 columns: the wide layout needs one column per task.")
+        empty = np.flatnonzero(np.isnan(Y).all(axis=0))
+        if len(empty):
+            raise ValueError(
+                f"y column(s) {empty[:10].tolist()} have no observed label (all "
+                "NaN): every task needs at least one label."
+            )
+        self._check_n_rows(len(X))
+        sw = self._check_weights(sample_weight, X)
+        data = make_wide_tasks(X, Y, sw)
+        return data, {"tasks_": np.arange(Y.shape[1]), "_single_task": single}
+
+    def _validate_long(self, X, y, sample_weight):
+        labels, Xf = self._validate_long_X(X, y, reset=True)
+        y = check_array(y, ensure_2d=False, dtype=np.float64, ensure_all_finite=False, input_name="y")
+        if y.ndim == 2 and y.shape[1] == 1:
+            warnings.warn(
+                "A column-vector y was passed when a 1d array was expected. "
+                "Please change the shape of y to (n_samples, ), for example "
+                "using ravel().",
+                DataConversionWarning,
+            )
+            y = y[:, 0]
+        if y.ndim != 1:
+            raise ValueError(
+                f"y must be 1-D in the long layout (task_column={self.task_column!r}), "
+                f"got shape {y.shape}; for one column per task use task_column=None."
+            )
+        if np.isnan(y).any():
+            raise ValueError(
+                f"Input y contains NaN. In the long layout (task_column="
+                f"{self.task_column!r}) every row needs a label: drop the unlabelled rows."
+            )
+        if np.isinf(y).any():
+            raise ValueError("Input y contains infinity.")
+        check_consistent_length(Xf, y)
+        self._check_n_rows(len(Xf))
+        sw = self._check_weights(sample_weight, Xf)
+        data, tasks = make_long_tasks(Xf, labels, y, sw)
+        return data, {"tasks_": tasks, "_single_task": False}
 
     @staticmethod
     def _check_n_rows(n_samples):

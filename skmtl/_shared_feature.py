@@ -20,10 +20,12 @@ rescaled into the dual-norm ball), Huber solvers on the norm of the
 prox-gradient mapping.
 """
 
+import math
 import warnings
 from numbers import Integral, Real
 
 import numpy as np
+from scipy.linalg.blas import dger
 from scipy.optimize import minimize
 from sklearn.base import TransformerMixin
 from sklearn.exceptions import ConvergenceWarning
@@ -225,21 +227,32 @@ def _bcd_l21(prob, alpha, W, max_iter, tol, verbose):
     threshold = tol * prob.yy.sum() / (2 * S)
     alive = L > 0
     W[~alive] = 0.0
+    inv_L = np.divide(1.0, L, out=np.zeros_like(L), where=alive)
     gap = np.inf
     n_iter = 0
     for n_iter in range(1, max_iter + 1):
         residual_corr = c - Q
         moving = np.any(W != 0, axis=1) | (np.einsum("jt,jt->j", residual_corr, residual_corr) > lam**2)
+        # The shared update Q += C[j] delta^T is a rank-one BLAS update of
+        # Q's (Fortran-ordered) transpose, in place.
+        Q_T = Q.T
         for j in np.flatnonzero(alive & moving):
             w_j = W[j]
-            z = w_j + (c[j] - Q[j]) / L[j]
-            norm_z = np.sqrt(z @ z)
-            shrink = lam / L[j]
-            new = z * (1.0 - shrink / norm_z) if norm_z > shrink else np.zeros(T)
+            z = w_j + (c[j] - Q[j]) * inv_L[j]
+            norm_z = math.sqrt(z.dot(z))
+            shrink = lam * inv_L[j]
+            if norm_z > shrink:
+                new = z * (1.0 - shrink / norm_z)
+            elif w_j.any():
+                new = np.zeros(T)
+            else:
+                continue
             delta = new - w_j
-            if delta.any():
-                W[j] = new
-                Q += cols[j][:, None] * delta if prob.shared else cols[j] * delta
+            W[j] = new
+            if prob.shared:
+                dger(1.0, delta, cols[j], a=Q_T, overwrite_a=1)
+            else:
+                Q += cols[j] * delta
         if n_iter % 10 == 0:
             # Incremental updates drift: recompute from scratch now and then.
             Q = prob.matvec(W)

@@ -205,11 +205,37 @@ def _squared_gap(prob, W, Q, alpha, penalty):
     return primal, max(primal - dual, 0.0)
 
 
+def _row_minimizer(a, b, lam):
+    """``argmin_v sum_t (a_t v_t^2 / 2 - b_t v_t) + lam ||v||`` for ``||b|| > lam``.
+
+    The minimizer is ``v_t = b_t rho / (a_t rho + lam)`` where ``rho = ||v||``
+    solves ``sum_t b_t^2 / (a_t rho + lam)^2 = 1``, a convex decreasing
+    equation: Newton's method from a point left of the root climbs to it
+    monotonically. ``rho_0 = (||b|| - lam) / max(a)`` is such a point, and
+    the root itself when all ``a_t`` are equal.
+    """
+    b2 = b * b
+    rho = (math.sqrt(b2.sum()) - lam) / a.max()
+    for _ in range(100):
+        den = a * rho + lam
+        ratio = b2 / (den * den)
+        f = ratio.sum() - 1.0
+        slope = -2.0 * (ratio * a / den).sum()
+        if f <= 0.0 or slope == 0.0:
+            break
+        step = f / slope
+        rho -= step
+        if -step <= 1e-15 * rho:
+            break
+    return b * (rho / (a * rho + lam))
+
+
 def _bcd_l21(prob, alpha, W, max_iter, tol, verbose):
     """Block coordinate descent over the rows of ``W`` on the Gram problem.
 
-    Each row update is the exact minimization of a quadratic upper bound
-    (exact minimization when the Gram matrix is shared). Rows that are zero
+    Each row update is the exact minimization over that row: the Hessian of
+    a row is diagonal (``C_t[j, j]`` for task ``t``), closed form when the
+    Gram matrix is shared, one scalar equation otherwise. Rows that are zero
     and whose gradient is inside the ``alpha`` ball are skipped in a sweep;
     rows that the gap-safe rule (Ndiaye et al., 2015) proves zero are
     dropped for good. Stops when the duality gap is below ``tol`` times the
@@ -221,6 +247,8 @@ def _bcd_l21(prob, alpha, W, max_iter, tol, verbose):
     c = prob.c
     Q = prob.matvec(W)
     L = prob.diagonal()
+    # Per-task row curvatures C_t[j, j], one (n_tasks,) vector per row.
+    curv = None if prob.shared else np.ascontiguousarray(np.einsum("tjj->jt", prob.C))
     # Row j of C_t is column j (C_t is symmetric); in the per-task case lay
     # them out so that the update of row j reads one contiguous (d, T) block.
     cols = prob.C if prob.shared else np.ascontiguousarray(prob.C.transpose(1, 2, 0))
@@ -238,15 +266,21 @@ def _bcd_l21(prob, alpha, W, max_iter, tol, verbose):
         Q_T = Q.T
         for j in np.flatnonzero(alive & moving):
             w_j = W[j]
-            z = w_j + (c[j] - Q[j]) * inv_L[j]
-            norm_z = math.sqrt(z.dot(z))
-            shrink = lam * inv_L[j]
-            if norm_z > shrink:
-                new = z * (1.0 - shrink / norm_z)
-            elif w_j.any():
-                new = np.zeros(T)
+            if prob.shared:
+                z = w_j + (c[j] - Q[j]) * inv_L[j]
+                norm_z = math.sqrt(z.dot(z))
+                moves = norm_z * L[j] > lam
+                if moves:
+                    new = z * (1.0 - lam * inv_L[j] / norm_z)
             else:
-                continue
+                lin = curv[j] * w_j + c[j] - Q[j]
+                moves = lin.dot(lin) > lam * lam
+                if moves:
+                    new = _row_minimizer(curv[j], lin, lam)
+            if not moves:
+                if not w_j.any():
+                    continue
+                new = np.zeros(T)
             delta = new - w_j
             W[j] = new
             if prob.shared:
@@ -815,7 +849,7 @@ class SharedFeatureRegressor(TransformerMixin, MultiTaskRegressorBase):
         return Xf @ self.components_.T
 
     def get_feature_names_out(self, input_features=None):
-        """Names of the outputs of ``transform``.
+        """Get the names of the outputs of ``transform``.
 
         Parameters
         ----------
@@ -870,7 +904,7 @@ def _alpha_max(data, penalty, loss, epsilon, fit_intercept, n_jobs):
 def shared_feature_path(
     X, y, alphas=None, *, n_alphas=100, eps=1e-3, sample_weight=None, **params
 ):
-    """Solutions of :class:`SharedFeatureRegressor` along a path of ``alpha``.
+    """Compute the solutions of :class:`SharedFeatureRegressor` along a path of ``alpha``.
 
     Like :func:`sklearn.linear_model.lasso_path`: the path starts at the
     smallest ``alpha`` whose solution is ``W = 0`` and goes down, each fit

@@ -37,7 +37,9 @@ from ._parallel import map_task_chunks
 
 # --------------------------------------------------------------- penalties
 # Each penalty: its norm, the dual norm, and the proximal operator of
-# ``threshold * norm``. ``W`` has one row per feature and one column per task.
+# ``threshold * norm``, which also returns the norm of its result (free for
+# the trace norm, whose singular values it computes anyway). ``W`` has one row
+# per feature and one column per task.
 
 
 def _l21_norm(W):
@@ -53,7 +55,7 @@ def _l21_prox(W, threshold):
     scale = np.zeros_like(norms)
     keep = norms > threshold
     scale[keep] = 1.0 - threshold / norms[keep]
-    return W * scale[:, None]
+    return W * scale[:, None], float((norms * scale).sum())
 
 
 def _trace_norm(W):
@@ -65,16 +67,19 @@ def _trace_norm(W):
 def _trace_dual_norm(G):
     if G.size == 0:
         return 0.0
-    return float(np.linalg.norm(G, 2))
+    # The top eigenvalue of the smaller Gram matrix is accurate to relative
+    # rounding, and much cheaper than an SVD of G.
+    small = G.T @ G if G.shape[0] >= G.shape[1] else G @ G.T
+    return float(np.sqrt(max(np.linalg.eigvalsh(small)[-1], 0.0)))
 
 
 def _trace_prox(W, threshold):
     if W.size == 0:
-        return W.copy()
+        return W.copy(), 0.0
     U, s, Vt = np.linalg.svd(W, full_matrices=False)
     s = s - threshold
     rank = int(np.count_nonzero(s > 0))
-    return (U[:, :rank] * s[:rank]) @ Vt[:rank]
+    return (U[:, :rank] * s[:rank]) @ Vt[:rank], float(s[:rank].sum())
 
 
 _PENALTIES = {
@@ -185,8 +190,10 @@ def _gram_problem(data, fit_intercept, n_jobs):
     return _GramProblem(C, c.T, yy, x_mean.T, y_mean, data.S)
 
 
-def _squared_gap(prob, W, Q, alpha, penalty):
+def _squared_gap(prob, W, Q, alpha, penalty, norm_W=None):
     """Primal objective and duality gap of the squared-loss problem.
+
+    ``norm_W`` is the penalty norm of ``W`` when already known.
 
     The dual point is the residual matrix rescaled so that ``X^T`` of it lies
     in the ``alpha`` ball of the dual norm (Mairal's rescaling, as in
@@ -198,7 +205,7 @@ def _squared_gap(prob, W, Q, alpha, penalty):
     cw = np.vdot(prob.c, W)
     r_y = yy - cw
     r_r = max(yy - 2 * cw + np.vdot(W, Q), 0.0)
-    primal = r_r / (2 * S) + alpha * norm(W)
+    primal = r_r / (2 * S) + alpha * (norm(W) if norm_W is None else norm_W)
     dn = dual_norm((prob.c - Q) / S)
     scale = 1.0 if dn <= alpha else alpha / dn
     dual = scale * r_y / S - scale**2 * r_r / (2 * S)
@@ -381,7 +388,8 @@ def _fista(smooth, measure, prox, W, b, L, alpha, max_iter, verbose):
 
     ``smooth(W, b) -> (value, grad_W, grad_b)`` (``b`` and ``grad_b`` are
     ``None`` when the intercepts are eliminated); ``measure(W, b, value,
-    grad_W, grad_b) -> (stop_value, threshold)`` is evaluated at every iterate.
+    grad_W, grad_b, norm_W) -> (stop_value, threshold)`` is evaluated at every
+    iterate (``norm_W``: the penalty norm of ``W`` when known, else None).
     Restarts the momentum when it points uphill (O'Donoghue & Candes, 2015).
     Returns ``W, b, n_iter, stop_value, threshold``.
     """
@@ -389,16 +397,16 @@ def _fista(smooth, measure, prox, W, b, L, alpha, max_iter, verbose):
     y_W, y_b = W, b
     t = 1.0
     value, g_W, g_b = smooth(x_W, x_b)
-    stop, threshold = measure(x_W, x_b, value, g_W, g_b)
+    stop, threshold = measure(x_W, x_b, value, g_W, g_b, None)
     n_iter = 0
     if stop <= threshold:
         return x_W, x_b, n_iter, stop, threshold
     yg_W, yg_b = g_W, g_b
     for n_iter in range(1, max_iter + 1):
-        new_W = prox(y_W - yg_W / L, alpha / L)
+        new_W, new_norm = prox(y_W - yg_W / L, alpha / L)
         new_b = None if y_b is None else y_b - yg_b / L
         value, g_W, g_b = smooth(new_W, new_b)
-        stop, threshold = measure(new_W, new_b, value, g_W, g_b)
+        stop, threshold = measure(new_W, new_b, value, g_W, g_b, new_norm)
         if verbose:
             print(f"[SharedFeatureRegressor] iteration {n_iter}: optimality {stop:.4g}")
         if stop <= threshold:
@@ -508,9 +516,9 @@ def _solve(data, params, W, b, cache):
             Q = prob.matvec(W, n_jobs)
             return prob.value(W, Q), (Q - prob.c) / prob.S, None
 
-        def measure(W, b, value, g_W, g_b):
+        def measure(W, b, value, g_W, g_b, norm_W):
             # Q = S * grad + c; the gap needs it, the gradient has it.
-            _, gap = _squared_gap(prob, W, g_W * prob.S + prob.c, alpha, penalty)
+            _, gap = _squared_gap(prob, W, g_W * prob.S + prob.c, alpha, penalty, norm_W)
             return gap, tol * prob.yy.sum() / (2 * prob.S)
 
         b = None
@@ -522,9 +530,9 @@ def _solve(data, params, W, b, cache):
                 data, W, b if fit_intercept else None, loss, params["epsilon"], n_jobs
             )
 
-        def measure(W, b, value, g_W, g_b):
+        def measure(W, b, value, g_W, g_b, norm_W):
             # Norm of the prox-gradient mapping: zero exactly at the optimum.
-            mapping = cache["L"] * (W - prox(W - g_W / cache["L"], alpha / cache["L"]))
+            mapping = cache["L"] * (W - prox(W - g_W / cache["L"], alpha / cache["L"])[0])
             stop = float(np.abs(mapping).max(initial=0.0))
             if fit_intercept:
                 stop = max(stop, float(np.abs(g_b).max(initial=0.0)))
@@ -548,10 +556,10 @@ def _solve(data, params, W, b, cache):
         spectral = _trace_dual_norm(g_W)
         # One proximal step from the factored optimum: a fixed point there,
         # and it sets the singular values that only tend to zero exactly to 0.
-        W = prox(W - g_W / L, alpha / L)
+        W, norm_W = prox(W - g_W / L, alpha / L)
         if b is not None:
             b = b - g_b / L
-        stop, threshold = measure(W, b, *smooth(W, b))
+        stop, threshold = measure(W, b, *smooth(W, b), norm_W)
         k = params["n_components"]
         if stop > threshold and spectral <= alpha * (1 + 1e-6):
             # Large enough k, but L-BFGS stalls on the last digits of a

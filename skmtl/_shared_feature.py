@@ -351,7 +351,7 @@ def _data_lipschitz(data, fit_intercept, n_jobs):
         Z = data.X if not fit_intercept else np.column_stack([data.X, np.ones(len(data.X))])
         if data.sample_weight is not None:
             Z = Z * np.sqrt(data.sample_weight)[:, None]
-        top = float(np.linalg.norm(Z, 2)) ** 2 if Z.size else 0.0
+        top = float(np.linalg.eigvalsh(Z.T @ Z)[-1]) if Z.size else 0.0
     else:
         results, _ = map_task_chunks(_max_eig_chunk, data.n_tasks, data, fit_intercept, n_jobs=n_jobs)
         top = max(results, default=0.0)

@@ -196,8 +196,8 @@ def _squared_gap(prob, W, Q, alpha, penalty, norm_W=None):
     ``norm_W`` is the penalty norm of ``W`` when already known.
 
     The dual point is the residual matrix rescaled so that ``X^T`` of it lies
-    in the ``alpha`` ball of the dual norm (Mairal's rescaling, as in
-    scikit-learn's coordinate descent).
+    in the ``alpha`` ball of the dual norm, as scikit-learn's coordinate
+    descent does for the lasso.
     """
     norm, dual_norm, _ = _PENALTIES[penalty]
     S = prob.S
@@ -709,6 +709,22 @@ class SharedFeatureRegressor(TransformerMixin, MultiTaskRegressorBase):
         task weights that adapt during training.
     sklearn.linear_model.MultiTaskLasso : ``penalty='l21'`` for a complete
         wide ``y``.
+
+    Notes
+    -----
+    Solvers. Squared loss: the data are reduced once to centered Gram
+    matrices (``O(n d^2)``), after which every iteration costs ``O(d^2 T)``
+    at most, independent of the number of rows; ``'l21'`` runs block
+    coordinate descent over the rows of ``W`` with gap-safe screening,
+    ``'trace'`` runs accelerated proximal gradient with singular value
+    thresholding, both stopped by the duality gap. With ``n_components`` the
+    trace norm is minimized in factored form by L-BFGS and the result is
+    checked against the convex optimality condition. Huber loss: accelerated
+    proximal gradient on the data, stopped by the prox-gradient mapping.
+
+    Memory. In the long layout, or with missing labels, the squared loss keeps
+    one ``d x d`` Gram matrix per task (``8 n_tasks d^2`` bytes); the complete
+    wide layout keeps one in total.
 
     References
     ----------

@@ -831,7 +831,7 @@ class SharedFeatureRegressor(TransformerMixin, MultiTaskRegressorBase):
 
     def _fit(self, data, cache=None):
         W, b = self._start(data)
-        if b is None and self.loss == "huber":
+        if b is None and self.loss == "huber" and self.fit_intercept:
             b = _start_intercepts(data, self.loss, self.epsilon, self.n_jobs)
         W, b, n_iter = _solve(data, self._params(), W, b, {} if cache is None else cache)
         components = _components(W, self.penalty)

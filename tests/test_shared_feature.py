@@ -290,9 +290,14 @@ def test_n_jobs_does_not_change_results(penalty, loss):
     # paying a process pool's dispatch at every gradient step of the test.
     with parallel_config(backend="threading"):
         fits.append(_fit_long(X, codes, y, sw, alpha=0.05, penalty=penalty, loss=loss, n_jobs=2))
-    np.testing.assert_allclose(fits[0][1], fits[1][1], rtol=1e-9, atol=1e-11)
-    np.testing.assert_allclose(fits[0][2], fits[1][2], rtol=1e-9, atol=1e-11)
-    assert fits[0][0].n_iter_ == fits[1][0].n_iter_
+    if penalty == "l21" and loss == "squared":
+        # Only the Gram matrices are per-task work here: one call to the
+        # default process-based backend is affordable.
+        fits.append(_fit_long(X, codes, y, sw, alpha=0.05, penalty=penalty, loss=loss, n_jobs=2))
+    for fit in fits[1:]:
+        np.testing.assert_allclose(fit[1], fits[0][1], rtol=1e-9, atol=1e-11)
+        np.testing.assert_allclose(fit[2], fits[0][2], rtol=1e-9, atol=1e-11)
+        assert fit[0].n_iter_ == fits[0][0].n_iter_
 
 
 @pytest.mark.parametrize("penalty", ["l21", "trace"])

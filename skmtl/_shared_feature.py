@@ -432,12 +432,35 @@ def _fista(smooth, measure, prox, W, b, L, alpha, max_iter, verbose):
 # ------------------------------------------------------------- factorized
 
 
-def _factorized(smooth, W, b, k, alpha, max_iter, tol):
+def _shared_gram_factored(prob, alpha, d, T, k):
+    """Factored objective and gradient on one shared Gram matrix.
+
+    Never forms ``W = U V^T``: with ``tr(W^T C W) = <U^T C U, V^T V>`` and
+    ``<c, W> = <c V, U>`` an evaluation costs ``O(d^2 k + d T k)`` instead of
+    the ``O(d^2 T)`` of ``C W``.
+    """
+    C, c, S, yy = prob.C, prob.c, prob.S, prob.yy.sum()
+
+    def objective(x):
+        U, V = x[:d * k].reshape(d, k), x[d * k:].reshape(T, k)
+        CU, cV = C @ U, c @ V
+        UCU, VV = U.T @ CU, V.T @ V
+        value = (yy / 2 - np.vdot(cV, U) + np.vdot(UCU, VV) / 2) / S
+        value += 0.5 * alpha * (np.vdot(U, U) + np.vdot(V, V))
+        grad_U = (CU @ VV - cV) / S + alpha * U
+        grad_V = (V @ UCU - c.T @ U) / S + alpha * V
+        return value, np.concatenate([grad_U.ravel(), grad_V.ravel()])
+
+    return objective
+
+
+def _factorized(smooth, W, b, k, alpha, max_iter, tol, prob=None):
     """Minimize ``D(U V^T, b) + alpha / 2 (||U||^2 + ||V||^2)`` by L-BFGS.
 
     The start is the balanced factorization of ``W``'s top ``k`` singular
     pairs, completed by small deterministic columns (``U = V = 0`` is a
-    stationary point). Returns ``W, b, n_iter``.
+    stationary point). ``prob``: the squared loss's Gram problem, used
+    directly when its Gram matrix is shared. Returns ``W, b, n_iter``.
     """
     d, T = W.shape
     Us, s, Vts = np.linalg.svd(W, full_matrices=False)
@@ -461,9 +484,13 @@ def _factorized(smooth, W, b, k, alpha, max_iter, tol):
             grad.append(g_b)
         return value, np.concatenate(grad)
 
+    if prob is not None and prob.shared:
+        fun = _shared_gram_factored(prob, alpha, d, T, k)
+    else:
+        fun = objective
     x0 = np.concatenate([U0.ravel(), V0.ravel()] + ([] if b is None else [b]))
     res = minimize(
-        objective, x0, jac=True, method="L-BFGS-B",
+        fun, x0, jac=True, method="L-BFGS-B",
         options={"maxiter": max_iter, "gtol": tol * 1e-3, "ftol": 0.0},
     )
     U, V = res.x[:n_u].reshape(d, k), res.x[n_u:n_u + n_v].reshape(T, k)
@@ -551,7 +578,10 @@ def _solve(data, params, W, b, cache):
             smooth, measure, prox, W, b, L, alpha, max_iter, verbose
         )
     elif solver == "factorized":
-        W, b, n_iter = _factorized(smooth, W, b, params["n_components"], alpha, max_iter, tol)
+        W, b, n_iter = _factorized(
+            smooth, W, b, params["n_components"], alpha, max_iter, tol,
+            prob if loss == "squared" else None,
+        )
         value, g_W, g_b = smooth(W, b)
         spectral = _trace_dual_norm(g_W)
         # One proximal step from the factored optimum: a fixed point there,

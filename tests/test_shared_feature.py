@@ -227,6 +227,21 @@ def test_kkt_conditions_at_solution(penalty, loss, layout):
         assert np.linalg.norm(G, 2) <= alpha * (1 + 1e-6)
 
 
+@pytest.mark.parametrize("fit_intercept", [True, False])
+def test_factorized_equals_proximal_gradient_on_wide_data(fit_intercept):
+    # The complete wide layout has its own factored objective (one Gram
+    # matrix, W never formed): it must land on the same convex optimum.
+    rng = np.random.RandomState(14)
+    X = rng.normal(size=(120, 15)) + 1.0
+    Y = X @ (rng.normal(size=(15, 2)) @ rng.normal(size=(2, 12))) + rng.normal(size=(120, 12))
+    params = dict(alpha=1.0, fit_intercept=fit_intercept, tol=1e-12, max_iter=10_000)
+    full = SharedFeatureRegressor(**params).fit(X, Y)
+    factored = SharedFeatureRegressor(n_components=4, **params).fit(X, Y)
+    assert 0 < full.n_components_ <= 4
+    np.testing.assert_allclose(factored.coef_, full.coef_, atol=1e-6)
+    np.testing.assert_allclose(factored.intercept_, full.intercept_, atol=1e-6)
+
+
 def test_factorized_warns_when_k_is_too_small():
     X, codes, y, sw = _long_problem(seed=6, n_tasks=5, rank=3)
     alpha = 0.05 * _alpha_max_reference(X, codes, y, "trace")

@@ -4,8 +4,14 @@ Every group of rows ("task": a school, a hospital, a store, a target column)
 gets its own model while borrowing strength from the others.
 """
 
+from ._shared_feature import SharedFeatureRegressor, shared_feature_path
 from ._shared_param import SharedParamRegressor
 
 __version__ = "0.1.0.dev0"
 
-__all__ = ["SharedParamRegressor", "__version__"]
+__all__ = [
+    "SharedFeatureRegressor",
+    "SharedParamRegressor",
+    "shared_feature_path",
+    "__version__",
+]

@@ -17,10 +17,16 @@ def _public_estimators():
     ]
 
 
+# Configurations that run a different solver from the default one, checked too.
+_EXTRA_CONFIGURATIONS = {"SharedFeatureRegressor": [{"penalty": "l21"}]}
+
+
 def _instances():
     for cls in _public_estimators():
         yield cls()
         yield cls(task_column=0)
+        for params in _EXTRA_CONFIGURATIONS.get(cls.__name__, []):
+            yield cls(**params)
 
 
 def test_every_public_estimator_is_checked():

@@ -81,18 +81,20 @@ class _Network:
         return _activate(Z, self.activation)
 
     def initialize(self, data, random_state):
-        """Glorot-uniform weights (as MLPRegressor), task intercepts at the task means.
+        """Glorot-uniform shared layer (as MLPRegressor), zero heads, intercepts at the task means.
 
-        Starting each intercept at its task's weighted mean makes the initial
-        ``D_t`` the task's (halved, for the squared loss) variance, the scale
-        against which GradNorm measures training rates.
+        With zero heads every task starts at its intercept-only model, so the
+        initial ``D_t`` is the task's (halved, for the squared loss) variance,
+        the scale against which GradNorm and the uncertainty weights measure
+        training; and a task's start does not depend on which other tasks
+        are present. The shared layer still gets a gradient once the heads
+        move, which they do in the first step.
         """
         rng = check_random_state(random_state)
         bound = np.sqrt(6.0 / (self.d + self.k))
         U = rng.uniform(-bound, bound, (self.d, self.k))
         c = rng.uniform(-bound, bound, self.k) if self.hidden_intercept else None
-        bound = np.sqrt(6.0 / (self.k + 1))
-        A = rng.uniform(-bound, bound, (self.T, self.k))
+        A = np.zeros((self.T, self.k))
         b = data.task_means() if self.fit_intercept else None
         return self.pack(U, c, A, b)
 
@@ -182,8 +184,13 @@ def _uncertainty_weights(task_losses, initial_losses, task_sizes, S):
     """
     sigma2 = 2.0 * S * task_losses / task_sizes
     sigma2_init = 2.0 * S * initial_losses / task_sizes
+    if not sigma2_init.max() > 0:
+        # Every task is constant: each is fitted exactly by its intercept.
+        return np.ones_like(task_losses)
     floor = np.maximum(_SIGMA2_FLOOR * sigma2_init, _SIGMA2_FLOOR**2 * sigma2_init.max())
-    return _normalize(1.0 / np.maximum(sigma2, np.maximum(floor, np.finfo(float).tiny)))
+    sigma2 = np.maximum(sigma2, floor)
+    # 1 / sigma2 scaled by the smallest sigma2 first, so that it cannot overflow.
+    return _normalize(sigma2.min() / sigma2)
 
 
 def _dwa_weights(loss_curve):
@@ -202,23 +209,26 @@ def _dwa_weights(loss_curve):
     return _normalize(np.exp(z - z.max()))
 
 
-def _gradnorm_weights(grad_norms, task_losses, initial_losses):
+def _gradnorm_weights(weights, grad_norms, task_losses, initial_losses):
     """Chen, Badrinarayanan, Lee & Rabinovich (2018), GradNorm.
 
     GradNorm wants the gradient norms ``G_t = lambda_t ||dD_t/dU||`` of the
     weighted task losses with respect to the shared layer to be proportional
     to ``r_t^1.5`` (asymmetry 1.5), where ``r_t = L_t / mean_j L_j`` is the
     relative inverse training rate and ``L_t = D_t / D_t(0)`` the loss
-    ratio to initialization. Instead of the paper's gradient step on
-    ``sum_t |G_t - mean_j G_j r_t^1.5|``, each round moves the weights to
-    where that loss is zero for the current gradients:
-    ``lambda_t`` proportional to ``r_t^1.5 / ||dD_t/dU||``.
+    ratio to initialization. GradNorm's loss
+    ``sum_t |G_t - mean_j G_j r_t^1.5|`` is zero at
+    ``lambda*_t`` proportional to ``r_t^1.5 / ||dD_t/dU||``; instead of the
+    paper's gradient step on that loss, each round moves the weights half
+    way to it on a log scale, ``lambda_t`` proportional to
+    ``sqrt(lambda_t lambda*_t)``, which damps the oscillation that a full
+    jump causes.
     """
     ratio = task_losses / np.maximum(initial_losses, np.finfo(float).tiny)
     rate = ratio / ratio.mean() if ratio.mean() > 0 else np.ones_like(ratio)
-    target = rate**_GRADNORM_ASYMMETRY
-    norms = np.maximum(grad_norms, np.finfo(float).tiny)
-    return _normalize(np.maximum(target / norms, np.finfo(float).tiny))
+    target = rate**_GRADNORM_ASYMMETRY / np.maximum(grad_norms, np.finfo(float).tiny)
+    target = _normalize(np.maximum(target, np.finfo(float).tiny))
+    return _normalize(np.sqrt(weights * target))
 
 
 class _Cached:
@@ -234,8 +244,14 @@ class _Cached:
         return self.out
 
 
-def _lbfgs_direction(grad, memory):
-    """``-H grad`` by the L-BFGS two-loop recursion over ``memory``."""
+def _lbfgs_direction(grad, memory, scaling):
+    """``-H grad`` by the L-BFGS two-loop recursion over ``memory``.
+
+    The initial inverse Hessian is ``gamma * diag(scaling)`` instead of
+    ``gamma * I``: L-BFGS in the variables ``x / sqrt(scaling)``, written in
+    the original variables so that the stored pairs stay valid when the
+    scaling changes.
+    """
     q = -grad
     coefs = []
     for s, y, rho in reversed(memory):
@@ -244,15 +260,16 @@ def _lbfgs_direction(grad, memory):
         coefs.append(a)
     if memory:
         s, y, _ = memory[-1]
-        q = q * ((s @ y) / (y @ y))
+        q = q * scaling * ((s @ y) / (y @ (scaling * y)))
     else:
-        q = q / max(np.linalg.norm(q), 1.0)
+        q = q * scaling
+        q = q / max(np.linalg.norm(q / np.sqrt(scaling)), 1.0)
     for (s, y, rho), a in zip(memory, reversed(coefs)):
         q = q + (a - rho * (y @ q)) * s
     return q
 
 
-def _lbfgs(fun, x, out, memory, n_iter, gtol):
+def _lbfgs(fun, x, out, memory, n_iter, gtol, scaling):
     """At most ``n_iter`` L-BFGS iterations from ``x`` with ``out = fun(x)``.
 
     ``fun`` returns ``(value, gradient, ...)``. ``memory`` holds the last
@@ -260,21 +277,24 @@ def _lbfgs(fun, x, out, memory, n_iter, gtol):
     change of the task weights does not throw away what L-BFGS learned
     about the curvature (the pairs of the previous weights are a close
     approximation; a direction that is not a descent one resets them).
-    Stops when the largest gradient entry is at most ``gtol``.
+    ``scaling`` is a diagonal preconditioner (see :func:`_lbfgs_direction`).
+    Stops when the largest entry of the scaled gradient
+    ``sqrt(scaling) * gradient`` is at most ``gtol``.
 
     Returns ``x, out, n_done, stalled``; ``stalled`` is True when not even
     a steepest-descent step satisfies the Wolfe conditions.
     """
     cached = _Cached(fun)
+    root = np.sqrt(scaling)
     for n_done in range(n_iter):
         value, grad = out[0], out[1]
-        if np.max(np.abs(grad), initial=0.0) <= gtol:
+        if np.max(np.abs(root * grad), initial=0.0) <= gtol:
             return x, out, n_done, False
         step = None
         for attempt in range(2):
             if attempt or not memory:
                 memory.clear()
-            direction = _lbfgs_direction(grad, memory)
+            direction = _lbfgs_direction(grad, memory, scaling)
             if not grad @ direction < 0:
                 continue
             with warnings.catch_warnings(), np.errstate(over="ignore", invalid="ignore"):
@@ -304,60 +324,87 @@ def _train(data, net, theta, losses, epsilon, alpha, strategy, fixed, max_iter, 
     """Full-batch L-BFGS in rounds of ``_ROUND_ITER`` iterations.
 
     After each round the task weights are updated by ``strategy``. Stops
-    when the largest gradient entry is at most ``tol`` times its value at
-    initialization (with the current weights) and the weights moved by at
-    most ``tol``.
+    when the largest entry of the scaled gradient is at most ``tol`` times
+    its value at initialization (with the current weights) and the weights
+    moved by at most ``tol``.
+
+    The head of task ``t`` (``a_t, b_t``) is preconditioned by
+    ``1 / lambda_t``: the curvature of the objective along it is
+    ``lambda_t`` times that of ``D_t``, so a task with a small weight (a
+    target in large units under ``'uncertainty'``) would otherwise need
+    thousands of iterations to reach the size of its head.
 
     Returns ``theta, weights_history, loss_curve, initial_losses, n_rounds,
     converged, grad_ratio``.
     """
     n_tasks = data.n_tasks
-    weights = fixed if strategy == "fixed" else np.ones(n_tasks)
+    sizes = data.task_weight_sums()
+    # A task whose sample weights are all zero has no data term: the
+    # strategies see only the others, and its weight stays 1.
+    live = sizes > 0
+
+    def on_live(update, *arrays):
+        weights = np.ones(n_tasks)
+        weights[live] = update(*(a[live] for a in arrays))
+        return weights
+
+    weights = on_live(_normalize, fixed) if strategy == "fixed" else np.ones(n_tasks)
 
     def objective(weights):
         return lambda x: _objective(x, net, data, losses, epsilon, weights, alpha, n_jobs)
 
-    def gradient_scale(weights):
-        # The gradient at initialization of the objective with these weights:
-        # ``tol`` is relative to it, so that it means the same whatever the
-        # units of y.
+    def preconditioner(weights):
+        U, c, A, b = net.unpack(np.ones_like(theta))
+        inverse = 1.0 / weights
+        return net.pack(U, c, A * inverse[:, None], None if b is None else inverse)
+
+    def gradient_scale(weights, scaling):
+        # The scaled gradient at initialization of the objective with these
+        # weights: ``tol`` is relative to it, so that it means the same
+        # whatever the units of y.
         grad = objective(weights)(theta0)[1]
-        scale = np.max(np.abs(grad), initial=0.0)
+        scale = np.max(np.abs(np.sqrt(scaling) * grad), initial=0.0)
         return scale if scale > 0 else 1.0
 
     theta0 = theta
     out = objective(weights)(theta)
     initial_losses = out[2]
-    sizes = data.task_weight_sums()
     if strategy == "uncertainty":
         # The noise estimate of the initial model (each task's variance when
         # the intercepts start at the task means): with equal weights a target
         # in large units would drive the first round on its own.
-        weights = _uncertainty_weights(initial_losses, initial_losses, sizes, data.S)
+        weights = on_live(
+            lambda d, s: _uncertainty_weights(d, d, s, data.S), initial_losses, sizes
+        )
         out = objective(weights)(theta)
-    scale = gradient_scale(weights)
+    scaling = preconditioner(weights)
+    scale = gradient_scale(weights, scaling)
     history, curve, memory = [], [], []
     converged, grad_ratio = False, 0.0
     for n_round in range(1, max_iter + 1):
         theta, out, n_done, stalled = _lbfgs(
-            objective(weights), theta, out, memory, _ROUND_ITER, tol * scale
+            objective(weights), theta, out, memory, _ROUND_ITER, tol * scale, scaling
         )
         value, grad, task_losses = out
-        grad_ratio = float(np.max(np.abs(grad), initial=0.0)) / scale
+        grad_ratio = float(np.max(np.abs(np.sqrt(scaling) * grad), initial=0.0)) / scale
         history.append(weights)
         curve.append(task_losses)
         if verbose:
             print(
                 f"[SharedObjectiveRegressor] round {n_round}: objective {value:.8g}, "
-                f"largest gradient entry {grad_ratio:.3g} x initial, {n_done} iterations"
+                f"largest scaled gradient entry {grad_ratio:.3g} x initial, "
+                f"{n_done} iterations"
             )
         if strategy == "uncertainty":
-            new = _uncertainty_weights(task_losses, initial_losses, sizes, data.S)
+            new = on_live(
+                lambda d, d0, s: _uncertainty_weights(d, d0, s, data.S),
+                task_losses, initial_losses, sizes,
+            )
         elif strategy == "dwa":
-            new = _dwa_weights(np.asarray(curve))
+            new = on_live(lambda c: _dwa_weights(c.T), np.asarray(curve).T)
         elif strategy == "gradnorm":
             norms = _gradient_norms(theta, net, data, losses, epsilon, n_jobs)
-            new = _gradnorm_weights(norms, task_losses, initial_losses)
+            new = on_live(_gradnorm_weights, weights, norms, task_losses, initial_losses)
         else:
             new = weights
         if grad_ratio <= tol and np.max(np.abs(new - weights)) <= tol:
@@ -367,7 +414,8 @@ def _train(data, net, theta, losses, epsilon, alpha, strategy, fixed, max_iter, 
             break
         if not np.array_equal(new, weights):
             weights = new
-            scale = gradient_scale(weights)
+            scaling = preconditioner(weights)
+            scale = gradient_scale(weights, scaling)
             out = objective(weights)(theta)
     return (theta, np.asarray(history), np.asarray(curve), initial_losses, n_round,
             converged, grad_ratio)
@@ -642,11 +690,16 @@ class SharedObjectiveRegressor(MultiTaskRegressorBase):
                 ConvergenceWarning,
             )
         U, c, A, b = net.unpack(theta)
+        A, b = A.copy(), np.zeros(net.T) if b is None else b.copy()
+        empty = data.task_weight_sums() <= 0
+        if empty.any() and not empty.all():
+            # No weighted label: predicted like a task that fit never saw.
+            A[empty], b[empty] = A[~empty].mean(axis=0), b[~empty].mean()
         fitted = {
             "components_": U.T.copy(),
             "hidden_intercept_": np.zeros(net.k) if c is None else c.copy(),
-            "head_coef_": A.copy(),
-            "intercept_": np.zeros(net.T) if b is None else b.copy(),
+            "head_coef_": A,
+            "intercept_": b,
             "task_weights_": history[-1].copy(),
             "task_weights_history_": history,
             "loss_curve_": curve,

@@ -100,6 +100,11 @@ def _apply_losses(r, losses, epsilon, task_of=None):
     return value, deriv
 
 
+def _safe_mean(total, weight):
+    """``total / weight``, 0 for a task whose sample weights are all zero."""
+    return np.divide(total, weight, out=np.zeros_like(total), where=weight > 0)
+
+
 def _batched_gram(Xb, yb, sb, fit_intercept):
     """Sufficient statistics of stacked tasks ``Xb`` (k, m, d), ``yb`` (k, m)."""
     k, m, d = Xb.shape
@@ -281,7 +286,7 @@ class LongTasks:
     def task_means(self):
         """Weighted mean label of each task."""
         s = np.ones(len(self.y)) if self.sample_weight is None else self.sample_weight
-        return np.add.reduceat(s * self.y, self.bounds[:-1]) / self.task_weight_sums()
+        return _safe_mean(np.add.reduceat(s * self.y, self.bounds[:-1]), self.task_weight_sums())
 
 class WideTasks:
     """Wide layout: ``X`` shared by all tasks, ``Y[:, t]`` task ``t``'s labels.
@@ -387,7 +392,7 @@ class WideTasks:
     def task_means(self):
         """Weighted mean label of each task."""
         W = self._row_weights(0, self.n_tasks)
-        return (W * self.Y).sum(axis=0) / W.sum(axis=0)
+        return _safe_mean((W * self.Y).sum(axis=0), W.sum(axis=0))
 
 def make_long_tasks(X, labels, y, sample_weight):
     """Sort rows by task and build :class:`LongTasks`.

@@ -17,10 +17,18 @@ def _public_estimators():
     ]
 
 
+# Configurations that take a different code path than the defaults.
+_EXTRA_CONFIGURATIONS = {
+    "SharedObjectiveRegressor": [{"activation": "relu"}],
+}
+
+
 def _instances():
     for cls in _public_estimators():
         yield cls()
         yield cls(task_column=0)
+        for params in _EXTRA_CONFIGURATIONS.get(cls.__name__, []):
+            yield cls(**params)
 
 
 def test_every_public_estimator_is_checked():
@@ -28,6 +36,30 @@ def test_every_public_estimator_is_checked():
     assert len(_public_estimators()) >= 1
 
 
-@parametrize_with_checks(list(_instances()))
+# Every expected failure, with the reason next to it.
+_EXPECTED_FAILED_CHECKS = {
+    "SharedObjectiveRegressor": {
+        "check_sample_weight_equivalence_on_dense_data": (
+            "A nonconvex network fitted by an iterative solver that stops at a "
+            "relative gradient tolerance: the check shuffles the rows, so the same "
+            "objective is summed in another order and the solver stops at a point "
+            "that agrees to about tol, not to the check's rtol=1e-7 (scikit-learn "
+            "runs this check on MLPRegressor only with special parameters). "
+            "tests/test_shared_objective.py checks that integer weights equal "
+            "repeated rows and zero weights equal removed rows."
+        ),
+    },
+}
+
+
+def _expected_failed_checks(estimator):
+    if estimator.get_params().get("task_column") is not None:
+        # In the check's long layout every row is its own task: nothing is
+        # summed in another order, and the check passes.
+        return {}
+    return _EXPECTED_FAILED_CHECKS.get(type(estimator).__name__, {})
+
+
+@parametrize_with_checks(list(_instances()), expected_failed_checks=_expected_failed_checks)
 def test_sklearn_compatible_estimator(estimator, check):
     check(estimator)

@@ -581,13 +581,15 @@ class SharedObjectiveRegressor(MultiTaskRegressorBase):
     >>> rng = np.random.RandomState(0)
     >>> X = rng.normal(size=(200, 5))
     >>> signal = X[:, 0] - X[:, 1]
-    >>> # the second target is in units 1000x larger and noisier
-    >>> y = np.column_stack([signal, 1000 * (signal + rng.normal(size=200))])
+    >>> # two targets with the same signal, the second ten times noisier
+    >>> y = np.column_stack([signal + 0.1 * rng.normal(size=200),
+    ...                      signal + rng.normal(size=200)])
     >>> model = SharedObjectiveRegressor(n_components=2, random_state=0).fit(X, y)
-    >>> model.task_weights_.round(1)
-    array([2., 0.])
-    >>> round(model.score(X, y), 2)
-    0.75
+    >>> model.task_weights_.round(2)
+    array([1.98, 0.02])
+    >>> model.coef_.round(1)
+    array([[ 1. , -1. , -0. , -0. ,  0. ],
+           [ 1. , -1. ,  0. , -0. ,  0.1]])
     """
 
     _parameter_constraints = {

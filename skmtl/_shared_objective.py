@@ -13,9 +13,9 @@ from ._base import Interval, MultiTaskRegressorBase, StrOptions
 from ._losses import LOSSES
 from ._parallel import map_task_chunks
 
-# L-BFGS iterations between two updates of the task weights. A round is short
-# enough that the weights follow training, long enough that L-BFGS rebuilds
-# its curvature memory after each restart.
+# L-BFGS iterations between two updates of the task weights: short enough
+# that the weights follow training, long enough that each update sees the
+# effect of the previous one.
 _ROUND_ITER = 10
 
 # Uncertainty weights are 1 / sigma_t^2; a task fitted exactly (a constant y)
@@ -488,6 +488,12 @@ class SharedObjectiveRegressor(MultiTaskRegressorBase):
         Threshold of the Huber loss, in the units of ``y``.
     alpha : float, default=1e-4
         Penalty :math:`\\alpha/2 (\\|U\\|^2 + \\|A\\|^2)` on the weights.
+        The penalty is in the units of ``y`` while the weighted data terms
+        are not: under ``'uncertainty'`` a target in units 1000 times larger
+        gets a weight about :math:`10^6` times smaller, and the penalty then
+        shrinks its head to nothing. Standardize such targets or lower
+        ``alpha`` (with ``alpha=0`` the uncertainty-weighted problem does not
+        depend on the units of the targets).
     fit_intercept : bool, default=True
         Whether to fit the task intercepts :math:`b_t` and, for the
         nonlinear activations, the hidden intercept :math:`c`.

@@ -462,6 +462,11 @@ class SharedObjectiveRegressor(MultiTaskRegressorBase):
       :math:`\\sigma_t^2 =` the task's mean squared residual (twice its mean
       loss for Huber), and :math:`\\lambda_t \\propto 1/\\sigma_t^2`: a
       target in large units or with large noise no longer drowns the others.
+      The residual sum of squares is divided by the task's rows less the
+      ``n_components + 1`` parameters of its head (the unbiased noise
+      variance); a task with no more rows than that, or a constant one, has
+      no noise estimate and keeps weight 1. The first round already uses
+      the weights of the initial, intercept-only model.
     - ``'dwa'`` (dynamic weight average, Liu, Johns & Davison, 2019):
       :math:`\\lambda_t \\propto \\exp(r_t / 2)` with
       :math:`r_t = D_t(k-1) / D_t(k-2)` the ratio of the task's last two

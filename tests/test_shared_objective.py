@@ -315,6 +315,9 @@ def test_missing_labels_wide_equals_long_layout():
     )
 
 
+# tol=1e-8 is at the edge of what the uncertainty fixed point reaches in the
+# long layout; the two fits still agree to far better than the assertion.
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 @pytest.mark.parametrize("task_column", [None, 0])
 def test_sample_weight_equals_repeated_and_removed_rows(task_column):
     X, Y, Xt, *_ = _low_rank_tasks(6, n=60)
@@ -373,3 +376,41 @@ def test_random_state_makes_the_fit_deterministic():
     a = SharedObjectiveRegressor(activation="relu", random_state=3).fit(X, Y).predict(Xt)
     b = SharedObjectiveRegressor(activation="relu", random_state=3).fit(X, Y).predict(Xt)
     np.testing.assert_array_equal(a, b)
+
+
+def test_uncertainty_ignores_tasks_too_small_to_estimate_their_noise():
+    # Task 0 has 3 rows, fewer than its head's n_components + 1 = 4
+    # parameters: it is fitted exactly, and without the degrees-of-freedom
+    # correction its zero residual would take all the weight.
+    rng = np.random.RandomState(10)
+    sizes, noise = [3, 150, 150], [0.1, 0.1, 1.0]
+    labels = np.repeat([0, 1, 2], sizes)
+    Xf = rng.normal(size=(len(labels), 4))
+    y = Xf[:, 0] - Xf[:, 1] + rng.normal(size=len(labels)) * np.repeat(noise, sizes)
+    model = SharedObjectiveRegressor(n_components=3, task_column=0, random_state=0).fit(
+        np.column_stack([labels, Xf]), y
+    )
+    assert model.task_weights_[0] == 1.0
+    # The others share the remaining weight in proportion to 1 / sigma^2.
+    ratio = model.task_weights_[1] / model.task_weights_[2]
+    assert 100 / 1.5 < ratio < 100 * 1.5
+    np.testing.assert_allclose(model.task_weights_[1:].sum(), 2.0)
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@pytest.mark.parametrize("task_weights", ["uncertainty", "dwa", "gradnorm", "equal"])
+def test_degenerate_tasks_fit_without_error(task_weights):
+    rng = np.random.RandomState(11)
+    # A single-row task, a constant task, more features than rows.
+    X = np.column_stack([[0, 1, 1, 1, 2, 2, 2], rng.normal(size=(7, 10))])
+    y = np.array([1.0, 2.0, 2.0, 2.0, 3.0, 4.0, 5.0])
+    model = SharedObjectiveRegressor(task_column=0, task_weights=task_weights, random_state=0)
+    pred = model.fit(X, y).predict(X)
+    assert np.all(np.isfinite(pred)) and np.all(model.task_weights_ > 0)
+    # Thousands of tasks.
+    labels = np.repeat(np.arange(2000), 2)
+    X = np.column_stack([labels, rng.normal(size=(len(labels), 3))])
+    model = SharedObjectiveRegressor(
+        n_components=2, task_column=0, task_weights=task_weights, max_iter=2, random_state=0
+    ).fit(X, X[:, 1] + rng.normal(size=len(labels)))
+    assert model.task_weights_.shape == (2000,)

@@ -16,8 +16,9 @@ not on the same scale across them (MLPRegressor divides it by the number of
 rows, and its one-hot input gives it other weights to penalize), so each
 contender picks its own ``alpha`` from its grid on a validation split of the
 training data (80/20, per task in the long layout); only the refit on the
-whole training set with that ``alpha`` is timed and scored. The PyTorch column is the same model (shared layer, one linear head per task)
-with Kendall et al.'s uncertainty weighting as usually written in PyTorch:
+whole training set with that ``alpha`` is timed and scored. The PyTorch
+column is the same model (shared layer, one linear head per task) with
+Kendall et al.'s uncertainty weighting as usually written in PyTorch:
 learned log-variances, Adam on mini-batches. BLAS (threadpoolctl) and torch
 are held to the same number of threads (``--threads``, default 1) for every
 contender. Fit times are medians over ``--repeats`` runs; scores are the
@@ -224,7 +225,9 @@ def main():
         "--mlp-alphas", type=float, nargs="+", default=[1e-4, 1e-2, 1.0, 10.0, 100.0],
         help="alpha grid of MLPRegressor (its penalty is divided by the number of rows)",
     )
-    parser.add_argument("--max-rounds", type=int, default=50, help="SharedObjectiveRegressor max_iter")
+    parser.add_argument(
+        "--max-rounds", type=int, default=50, help="SharedObjectiveRegressor max_iter"
+    )
     parser.add_argument("--torch-epochs", type=int, default=100)
     parser.add_argument("--torch-batch", type=int, default=256)
     parser.add_argument("--torch-lr", type=float, default=1e-2)

@@ -484,7 +484,10 @@ class SharedObjectiveRegressor(MultiTaskRegressorBase):
       of tasks.
 
     Training is full-batch L-BFGS in rounds of 10 iterations, with analytic
-    gradients; the weights are updated after each round.
+    gradients; the weights are updated after each round, and L-BFGS keeps
+    its curvature memory across rounds. Each task's head is preconditioned
+    by :math:`1/\\lambda_t`, so that a task with a small weight still moves.
+    The fit is deterministic for a given ``random_state``.
 
     Parameters
     ----------
@@ -530,9 +533,12 @@ class SharedObjectiveRegressor(MultiTaskRegressorBase):
         Maximum number of rounds (of 10 L-BFGS iterations each, so 500
         iterations in all by default).
     tol : float, default=1e-4
-        Training stops when the largest entry of the gradient of the
-        objective is at most ``tol`` times its value at initialization and no
-        task weight moved by more than ``tol`` in the last round.
+        Training stops when the largest entry of the (preconditioned)
+        gradient of the objective is at most ``tol`` times its value at
+        initialization and no task weight moved by more than ``tol`` in the
+        last round. Otherwise a ``ConvergenceWarning`` is raised after
+        ``max_iter`` rounds; the ReLU activation, whose objective is not
+        smooth, often ends there.
     random_state : int, RandomState instance or None, default=None
         Seed of the weight initialization. Pass an int for reproducible
         results.

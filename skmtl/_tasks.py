@@ -84,6 +84,7 @@ def check_task_labels(labels, *, where):
         )
     return check_task_labels(labels.astype(np.float64), where=where)
 
+
 def _apply_losses(r, losses, epsilon, task_of=None):
     """Value and derivative of each task's loss on residuals ``r``.
 
@@ -282,11 +283,11 @@ class LongTasks:
         grad_H = -(deriv * weights[local])[:, None] * coef[local]
         return np.add.reduceat(value, offsets), grad_coef, grad_intercept, grad_H
 
-
     def task_means(self):
         """Weighted mean label of each task."""
         s = np.ones(len(self.y)) if self.sample_weight is None else self.sample_weight
         return _safe_mean(np.add.reduceat(s * self.y, self.bounds[:-1]), self.task_weight_sums())
+
 
 class WideTasks:
     """Wide layout: ``X`` shared by all tasks, ``Y[:, t]`` task ``t``'s labels.
@@ -388,11 +389,11 @@ class WideTasks:
         grad_H = -(deriv * weights) @ coef
         return value.sum(axis=0), -(deriv.T @ H), -deriv.sum(axis=0), grad_H
 
-
     def task_means(self):
         """Weighted mean label of each task."""
         W = self._row_weights(0, self.n_tasks)
         return _safe_mean((W * self.Y).sum(axis=0), W.sum(axis=0))
+
 
 def make_long_tasks(X, labels, y, sample_weight):
     """Sort rows by task and build :class:`LongTasks`.

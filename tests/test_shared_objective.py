@@ -90,7 +90,8 @@ def _trace_norm_optimum(X, Y, alpha, n_iter=20000):
     step = n / np.linalg.norm(Xc, 2) ** 2
 
     def objective(W):
-        return 0.5 * np.sum((Yc - Xc @ W) ** 2) / n + alpha * np.linalg.svd(W, compute_uv=False).sum()
+        nuclear = np.linalg.svd(W, compute_uv=False).sum()
+        return 0.5 * np.sum((Yc - Xc @ W) ** 2) / n + alpha * nuclear
 
     W = V = np.zeros((X.shape[1], Y.shape[1]))
     t = 1.0
@@ -248,7 +249,8 @@ def test_gradnorm_follows_its_formula():
 def test_fixed_weights_are_normalized_and_kept():
     X, Y, *_ = _low_rank_tasks(3)
     model = SharedObjectiveRegressor(task_weights=[1.0, 2.0, 5.0], random_state=0).fit(X, Y)
-    np.testing.assert_allclose(model.task_weights_history_, np.tile([0.375, 0.75, 1.875], (model.n_iter_, 1)))
+    expected = np.tile([0.375, 0.75, 1.875], (model.n_iter_, 1))
+    np.testing.assert_allclose(model.task_weights_history_, expected)
 
 
 @pytest.mark.parametrize(
@@ -293,7 +295,9 @@ def test_not_converged_warns():
 def _tight(**params):
     # 'identity': for given weights the optimum is the trace-norm one, unique,
     # so two fits of the same objective agree however their paths differ.
-    return SharedObjectiveRegressor(n_components=3, tol=1e-8, max_iter=300, random_state=0, **params)
+    return SharedObjectiveRegressor(
+        n_components=3, tol=1e-8, max_iter=300, random_state=0, **params
+    )
 
 
 def test_missing_labels_wide_equals_long_layout():
@@ -329,7 +333,9 @@ def test_sample_weight_equals_repeated_and_removed_rows(task_column):
         y = Y[np.arange(len(Y)), np.arange(len(Y)) % 3]
     sw = np.random.RandomState(0).randint(0, 3, len(X))
     weighted = _tight(task_column=task_column).fit(X, y, sample_weight=sw)
-    repeated = _tight(task_column=task_column).fit(np.repeat(X, sw, axis=0), np.repeat(y, sw, axis=0))
+    repeated = _tight(task_column=task_column).fit(
+        np.repeat(X, sw, axis=0), np.repeat(y, sw, axis=0)
+    )
     np.testing.assert_allclose(weighted.predict(Xt), repeated.predict(Xt), rtol=1e-4, atol=1e-4)
 
 
@@ -351,7 +357,9 @@ def test_n_jobs_does_not_change_the_fit(task_column):
         with parallel_config(backend="threading"):
             parallel = SharedObjectiveRegressor(n_jobs=2, **kw).fit(X, y)
     np.testing.assert_allclose(parallel.predict(Xt), serial.predict(Xt), rtol=1e-8, atol=1e-10)
-    np.testing.assert_allclose(parallel.task_weights_history_, serial.task_weights_history_, rtol=1e-8)
+    np.testing.assert_allclose(
+        parallel.task_weights_history_, serial.task_weights_history_, rtol=1e-8
+    )
 
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")

@@ -51,7 +51,8 @@ def _low_rank_tasks(seed, n=200, d=8, noise=(0.2, 0.2, 0.2), k=3):
 @pytest.mark.parametrize("layout", ["wide", "long"])
 @pytest.mark.parametrize("activation", ["identity", "relu", "tanh"])
 @pytest.mark.parametrize("loss", ["squared", "huber", "mixed"])
-def test_gradient_matches_finite_differences(layout, activation, loss):
+@pytest.mark.parametrize("fit_intercept", [True, False])
+def test_gradient_matches_finite_differences(layout, activation, loss, fit_intercept):
     rng = np.random.RandomState(0)
     n, d, T, k = 40, 4, 3, 5
     X = rng.normal(size=(n, d))
@@ -64,7 +65,7 @@ def test_gradient_matches_finite_differences(layout, activation, loss):
         data, _ = make_long_tasks(X, rng.randint(0, T, n), 2 * rng.normal(size=n), sw)
     names = ["squared", "huber", "squared"] if loss == "mixed" else [loss] * T
     losses = tuple(LOSSES[name] for name in names)
-    net = _Network(d, k, T, activation, fit_intercept=True)
+    net = _Network(d, k, T, activation, fit_intercept=fit_intercept)
     theta = net.initialize(data, 0)
     # Move the zero-initialized heads so that every block has a gradient.
     theta = theta + 0.5 * rng.normal(size=theta.shape)

@@ -128,11 +128,15 @@ def _objective(theta, net, data, losses, epsilon, weights, alpha, n_jobs):
     S = data.S
     task_losses = np.concatenate([r[0] for r in results]) / S
     grad_A = np.concatenate([r[1] for r in results]) * (weights[:, None] / S) + alpha * A
-    grad_H = np.zeros_like(H)
-    # Added in task order in the parent, so results do not change with n_jobs.
-    for (start, stop), r in zip(chunks, results):
-        grad_H[data.row_range(start, stop)] += r[3]
-    grad_Z = grad_H / S if act_grad is None else grad_H * (act_grad / S)
+    if len(chunks) == 1 and data.row_range(*chunks[0]) == slice(0, len(H)):
+        grad_H = results[0][3]
+    else:
+        grad_H = np.zeros_like(H)
+        # Added in task order in the parent, so results do not change with n_jobs.
+        for (start, stop), r in zip(chunks, results):
+            grad_H[data.row_range(start, stop)] += r[3]
+    grad_H *= 1.0 / S
+    grad_Z = grad_H if act_grad is None else grad_H * act_grad
     grad_U = X.T @ grad_Z + alpha * U
     grad_c = grad_Z.sum(axis=0) if c is not None else None
     grad_b = np.concatenate([r[2] for r in results]) * (weights / S) if b is not None else None

@@ -270,7 +270,8 @@ class LongTasks:
         rows = self.row_range(start, stop)
         Hc = H[rows]
         local = self.codes[rows] - start
-        pred = np.einsum("ij,ij->i", Hc, coef[local])
+        row_coef = coef[local]
+        pred = np.einsum("ij,ij->i", Hc, row_coef)
         if intercept is not None:
             pred += intercept[local]
         value, deriv = _apply_losses(self.y[rows] - pred, losses, epsilon, local)
@@ -280,8 +281,8 @@ class LongTasks:
         offsets = self.bounds[start:stop] - rows.start
         grad_coef = -np.add.reduceat(Hc * deriv[:, None], offsets, axis=0)
         grad_intercept = -np.add.reduceat(deriv, offsets)
-        grad_H = -(deriv * weights[local])[:, None] * coef[local]
-        return np.add.reduceat(value, offsets), grad_coef, grad_intercept, grad_H
+        row_coef *= -(deriv * weights[local])[:, None]
+        return np.add.reduceat(value, offsets), grad_coef, grad_intercept, row_coef
 
     def task_means(self):
         """Weighted mean label of each task."""

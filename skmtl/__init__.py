@@ -5,12 +5,14 @@ gets its own model while borrowing strength from the others.
 """
 
 from ._shared_feature import SharedFeatureRegressor, shared_feature_path
+from ._shared_objective import SharedObjectiveRegressor
 from ._shared_param import SharedParamRegressor
 
 __version__ = "0.1.0.dev0"
 
 __all__ = [
     "SharedFeatureRegressor",
+    "SharedObjectiveRegressor",
     "SharedParamRegressor",
     "shared_feature_path",
     "__version__",

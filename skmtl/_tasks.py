@@ -89,6 +89,27 @@ def check_task_labels(labels, *, where):
     return check_task_labels(labels.astype(np.float64), where=where)
 
 
+def _apply_losses(r, losses, epsilon, task_of=None):
+    """Value and derivative of each task's loss on residuals ``r``.
+
+    ``r`` is ``(n_rows, n_tasks)`` with one column per task, or 1-D with
+    ``task_of`` giving each entry's (local) task.
+    """
+    if len(set(losses)) == 1:
+        return losses[0](r, epsilon)
+    value, deriv = np.empty_like(r), np.empty_like(r)
+    for loss in set(losses):
+        tasks = [j for j, f in enumerate(losses) if f is loss]
+        where = (slice(None), tasks) if task_of is None else np.isin(task_of, tasks)
+        value[where], deriv[where] = loss(r[where], epsilon)
+    return value, deriv
+
+
+def _safe_mean(total, weight):
+    """``total / weight``, 0 for a task whose sample weights are all zero."""
+    return np.divide(total, weight, out=np.zeros_like(total), where=weight > 0)
+
+
 def _batched_gram(Xb, yb, sb, fit_intercept):
     """Sufficient statistics of stacked tasks ``Xb`` (k, m, d), ``yb`` (k, m)."""
     k, m, d = Xb.shape
@@ -222,6 +243,65 @@ class LongTasks:
         grad_intercept = -np.add.reduceat(deriv, offsets)
         return value.sum(), grad_coef, grad_intercept
 
+    def row_range(self, start, stop):
+        """Slice of the rows that hold the labels of tasks ``[start, stop)``."""
+        return slice(int(self.bounds[start]), int(self.bounds[stop]))
+
+    def head_loss_grad(self, start, stop, H, coef, intercept, losses, epsilon, weights):
+        """Per-task loss, head gradients and row gradient of linear heads on ``H``.
+
+        Task ``t`` predicts ``H[i] . coef[t] + intercept[t]`` on its rows;
+        this is the per-task block of a network whose last layer is one head
+        per task.
+
+        Parameters
+        ----------
+        start, stop : int
+            Task range.
+        H : ndarray of shape (n_rows, n_components)
+            Shared representation in the internal row order.
+        coef : ndarray of shape (stop - start, n_components)
+        intercept : ndarray of shape (stop - start,) or None
+        losses : sequence of callables of length stop - start
+            Each task's loss, from :mod:`skmtl._losses`.
+        epsilon : float
+            Huber threshold (ignored by the squared loss).
+        weights : ndarray of shape (stop - start,)
+            Task weights applied to the row gradient only.
+
+        Returns
+        -------
+        loss_sums : ndarray of shape (stop - start,)
+            ``sum s_i loss_t(r_it)`` of each task.
+        grad_coef : ndarray of shape (stop - start, n_components)
+            Gradient of each task's loss sum with respect to its head.
+        grad_intercept : ndarray of shape (stop - start,)
+        grad_H : ndarray of shape (n_chunk_rows, n_components)
+            Gradient of ``sum_t weights_t * loss_sum_t`` with respect to the
+            rows ``row_range(start, stop)`` of ``H``.
+        """
+        rows = self.row_range(start, stop)
+        Hc = H[rows]
+        local = self.codes[rows] - start
+        row_coef = coef[local]
+        pred = np.einsum("ij,ij->i", Hc, row_coef)
+        if intercept is not None:
+            pred += intercept[local]
+        value, deriv = _apply_losses(self.y[rows] - pred, losses, epsilon, local)
+        if self.sample_weight is not None:
+            s = self.sample_weight[rows]
+            value, deriv = value * s, deriv * s
+        offsets = self.bounds[start:stop] - rows.start
+        grad_coef = -np.add.reduceat(Hc * deriv[:, None], offsets, axis=0)
+        grad_intercept = -np.add.reduceat(deriv, offsets)
+        row_coef *= -(deriv * weights[local])[:, None]
+        return np.add.reduceat(value, offsets), grad_coef, grad_intercept, row_coef
+
+    def task_means(self):
+        """Weighted mean label of each task."""
+        s = np.ones(len(self.y)) if self.sample_weight is None else self.sample_weight
+        return _safe_mean(np.add.reduceat(s * self.y, self.bounds[:-1]), self.task_weight_sums())
+
 
 class WideTasks:
     """Wide layout: ``X`` shared by all tasks, ``Y[:, t]`` task ``t``'s labels.
@@ -309,6 +389,30 @@ class WideTasks:
         W = self._row_weights(start, stop)
         value, deriv = value * W, deriv * W
         return value.sum(), -(deriv.T @ X), -deriv.sum(axis=0)
+
+    def row_range(self, start, stop):
+        """Slice of the rows that hold the labels of tasks ``[start, stop)``: all."""
+        return slice(0, len(self.X))
+
+    def head_loss_grad(self, start, stop, H, coef, intercept, losses, epsilon, weights):
+        """Per-task loss, head gradients and row gradient of linear heads on ``H``.
+
+        Same contract as :meth:`LongTasks.head_loss_grad`; ``grad_H`` covers
+        every row.
+        """
+        pred = H @ coef.T
+        if intercept is not None:
+            pred += intercept
+        value, deriv = _apply_losses(self.Y[:, start:stop] - pred, losses, epsilon)
+        W = self._row_weights(start, stop)
+        value, deriv = value * W, deriv * W
+        grad_H = -(deriv * weights) @ coef
+        return value.sum(axis=0), -(deriv.T @ H), -deriv.sum(axis=0), grad_H
+
+    def task_means(self):
+        """Weighted mean label of each task."""
+        W = self._row_weights(0, self.n_tasks)
+        return _safe_mean((W * self.Y).sum(axis=0), W.sum(axis=0))
 
 
 def make_long_tasks(X, labels, y, sample_weight):

@@ -17,8 +17,11 @@ def _public_estimators():
     ]
 
 
-# Configurations that run a different solver from the default one, checked too.
-_EXTRA_CONFIGURATIONS = {"SharedFeatureRegressor": [{"penalty": "l21"}]}
+# Configurations that take a different code path than the defaults, checked too.
+_EXTRA_CONFIGURATIONS = {
+    "SharedFeatureRegressor": [{"penalty": "l21"}],
+    "SharedObjectiveRegressor": [{"activation": "relu"}],
+}
 
 
 def _instances():
@@ -34,6 +37,32 @@ def test_every_public_estimator_is_checked():
     assert len(_public_estimators()) >= 1
 
 
-@parametrize_with_checks(list(_instances()))
+# Every expected failure, with the reason next to it.
+_EXPECTED_FAILED_CHECKS = {
+    "SharedObjectiveRegressor": {
+        "check_sample_weight_equivalence_on_dense_data": (
+            "A nonconvex network fitted by an iterative solver that stops at a "
+            "relative gradient tolerance: the check shuffles the rows, so the same "
+            "objective is summed in another order, the iterates drift apart and "
+            "the two fits stop at points whose predictions differ by about 1e-2 "
+            "relative with the default tol (with 'relu' they end at different "
+            "kinks even at tol=1e-10), not within the check's rtol=1e-7. "
+            "scikit-learn runs this check on MLPRegressor only with special "
+            "parameters. tests/test_shared_objective.py checks that integer "
+            "weights equal repeated rows and zero weights equal removed rows."
+        ),
+    },
+}
+
+
+def _expected_failed_checks(estimator):
+    if estimator.get_params().get("task_column") is not None:
+        # In the check's long layout every row is its own task: nothing is
+        # summed in another order, and the check passes.
+        return {}
+    return _EXPECTED_FAILED_CHECKS.get(type(estimator).__name__, {})
+
+
+@parametrize_with_checks(list(_instances()), expected_failed_checks=_expected_failed_checks)
 def test_sklearn_compatible_estimator(estimator, check):
     check(estimator)

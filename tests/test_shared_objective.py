@@ -1,0 +1,425 @@
+"""SharedObjectiveRegressor against independent references."""
+
+import warnings
+
+import numpy as np
+import pytest
+from joblib import parallel_config
+from scipy.optimize import approx_fprime
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.metrics import r2_score
+
+from skmtl import SharedObjectiveRegressor
+from skmtl._losses import LOSSES
+from skmtl._shared_objective import _Network, _objective
+from skmtl._tasks import make_long_tasks, make_wide_tasks
+
+ACTIVATIONS = {
+    "identity": lambda z: z,
+    "relu": lambda z: np.maximum(z, 0.0),
+    "tanh": np.tanh,
+}
+
+
+def _hidden(model, X):
+    """The fitted representation, computed here from the public attributes."""
+    return ACTIVATIONS[model.activation](X @ model.components_.T + model.hidden_intercept_)
+
+
+def _task_losses(model, X, Y, U=None):
+    """Each task's D_t (squared loss, unit weights) of a fitted wide model."""
+    U = model.components_.T if U is None else U
+    H = ACTIVATIONS[model.activation](X @ U + model.hidden_intercept_)
+    R = Y - (H @ np.atleast_2d(model.head_coef_).T + model.intercept_)
+    return np.nansum(0.5 * R**2, axis=0) / len(X)
+
+
+def _low_rank_tasks(seed, n=200, d=8, noise=(0.2, 0.2, 0.2), k=3):
+    """Tasks sharing a k-dimensional nonlinear representation, plus noise."""
+    rng = np.random.RandomState(seed)
+    T = len(noise)
+    B, C = rng.normal(size=(d, k)), rng.normal(size=(k, T))
+    X = rng.normal(size=(2 * n, d))
+    F = np.tanh(X @ B / np.sqrt(d)) @ C
+    Y = F + rng.normal(size=(2 * n, T)) * np.asarray(noise)
+    return X[:n], Y[:n], X[n:], Y[n:], F[n:]
+
+
+# ---------------------------------------------------------------- gradients
+
+
+@pytest.mark.parametrize("layout", ["wide", "long"])
+@pytest.mark.parametrize("activation", ["identity", "relu", "tanh"])
+@pytest.mark.parametrize("loss", ["squared", "huber", "mixed"])
+@pytest.mark.parametrize("fit_intercept", [True, False])
+def test_gradient_matches_finite_differences(layout, activation, loss, fit_intercept):
+    rng = np.random.RandomState(0)
+    n, d, T, k = 40, 4, 3, 5
+    X = rng.normal(size=(n, d))
+    sw = rng.uniform(0.5, 2.0, n)
+    if layout == "wide":
+        Y = 2 * rng.normal(size=(n, T))
+        Y[rng.rand(n, T) < 0.2] = np.nan
+        data = make_wide_tasks(X, Y, sw)
+    else:
+        data, _ = make_long_tasks(X, rng.randint(0, T, n), 2 * rng.normal(size=n), sw)
+    names = ["squared", "huber", "squared"] if loss == "mixed" else [loss] * T
+    losses = tuple(LOSSES[name] for name in names)
+    net = _Network(d, k, T, activation, fit_intercept=fit_intercept)
+    theta = net.initialize(data, 0)
+    # Move the zero-initialized heads so that every block has a gradient.
+    theta = theta + 0.5 * rng.normal(size=theta.shape)
+    weights = np.array([0.5, 1.2, 1.3])
+
+    def value(x):
+        return _objective(x, net, data, losses, 0.3, weights, 0.01, None)[0]
+
+    grad = _objective(theta, net, data, losses, 0.3, weights, 0.01, None)[1]
+    numeric = approx_fprime(theta, value, 1e-7)
+    np.testing.assert_allclose(grad, numeric, rtol=0, atol=1e-5 * np.max(np.abs(numeric)))
+
+
+# ------------------------------------------------------- trace-norm optimum
+
+
+def _trace_norm_optimum(X, Y, alpha, n_iter=20000):
+    """min_{W, b} 1/(2n) ||Y - X W - b||^2 + alpha ||W||_* by accelerated
+    proximal gradient (singular value thresholding), written independently
+    of skmtl. The intercepts are unpenalized, so centering removes them."""
+    n = len(X)
+    Xc, Yc = X - X.mean(axis=0), Y - Y.mean(axis=0)
+    step = n / np.linalg.norm(Xc, 2) ** 2
+
+    def objective(W):
+        nuclear = np.linalg.svd(W, compute_uv=False).sum()
+        return 0.5 * np.sum((Yc - Xc @ W) ** 2) / n + alpha * nuclear
+
+    W = V = np.zeros((X.shape[1], Y.shape[1]))
+    t = 1.0
+    for _ in range(n_iter):
+        G = V - step * (Xc.T @ (Xc @ V - Yc)) / n
+        P, s, Qt = np.linalg.svd(G, full_matrices=False)
+        W_new = (P * np.maximum(s - step * alpha, 0.0)) @ Qt
+        t_new = (1 + np.sqrt(1 + 4 * t * t)) / 2
+        V = W_new + (t - 1) / t_new * (W_new - W)
+        W, t = W_new, t_new
+    return objective(W), W
+
+
+def test_identity_equal_weights_reach_the_trace_norm_optimum():
+    # Variational form of the nuclear norm: min over U A^T = W of
+    # (||U||^2 + ||A||^2) / 2 is ||W||_*, so with 'identity', 'equal' and
+    # n_components >= rank(W) the optimum of the objective is the trace-norm
+    # optimum. The test will also compare against
+    # SharedFeatureRegressor(penalty='trace') once that estimator lands.
+    rng = np.random.RandomState(0)
+    n, d, T = 60, 6, 4
+    X = rng.normal(size=(n, d))
+    W_true = rng.normal(size=(d, 2)) @ rng.normal(size=(2, T))
+    Y = X @ W_true + 3.0 + rng.normal(size=(n, T))
+    alpha = 0.1
+    reference, W_ref = _trace_norm_optimum(X, Y, alpha)
+
+    with warnings.catch_warnings():
+        # tol=1e-10 is below what float64 line searches reach: asking for it
+        # runs the solver as far as it goes.
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model = SharedObjectiveRegressor(
+            n_components=T, task_weights="equal", alpha=alpha, tol=1e-10, max_iter=2000,
+            random_state=0,
+        ).fit(X, Y)
+    # The estimator's objective, computed here from its public attributes.
+    D = 0.5 * np.sum((Y - model.predict(X)) ** 2) / n
+    penalty = 0.5 * alpha * (np.sum(model.components_**2) + np.sum(model.head_coef_**2))
+    assert (D + penalty - reference) / reference < 1e-4
+    assert (reference - (D + penalty)) / reference < 1e-4
+    np.testing.assert_allclose(model.coef_, W_ref.T, atol=1e-3 * np.abs(W_ref).max())
+    # Its solution is low rank, as the trace norm wants.
+    assert np.linalg.matrix_rank(W_ref, tol=1e-6) < T
+
+
+def test_trace_norm_reference_agrees_with_cvxpy():
+    cp = pytest.importorskip("cvxpy", reason="cvxpy (the [test] extra) cross-checks the reference")
+    rng = np.random.RandomState(1)
+    n, d, T = 30, 5, 3
+    X, Y = rng.normal(size=(n, d)), rng.normal(size=(n, T))
+    alpha = 0.1
+    reference, _ = _trace_norm_optimum(X, Y, alpha)
+    W, b = cp.Variable((d, T)), cp.Variable(T)
+    problem = cp.Problem(cp.Minimize(
+        cp.sum_squares(Y - X @ W - np.ones((n, 1)) @ cp.reshape(b, (1, T), order="C")) / (2 * n)
+        + alpha * cp.normNuc(W)
+    ))
+    problem.solve(solver=cp.SCS, eps=1e-9, max_iters=200000)
+    np.testing.assert_allclose(reference, problem.value, rtol=1e-5)
+
+
+# ---------------------------------------------------------------- weighting
+
+
+def test_uncertainty_weights_track_the_noise_and_help_the_clean_tasks():
+    noise = np.geomspace(0.1, 1.0, 6)
+    X, Y, Xt, _, Ft = _low_rank_tasks(0, n=400, d=20, noise=noise)
+    kw = dict(n_components=3, activation="tanh", random_state=0)
+    unc = SharedObjectiveRegressor(task_weights="uncertainty", **kw).fit(X, Y)
+    equal = SharedObjectiveRegressor(task_weights="equal", **kw).fit(X, Y)
+    expected = 1 / noise**2
+    expected *= len(noise) / expected.sum()
+    np.testing.assert_allclose(unc.task_weights_, expected, rtol=0.25)
+    # Test error against the noise-free signal on the two cleanest tasks.
+    err_unc = np.mean((unc.predict(Xt) - Ft) ** 2, axis=0)
+    err_equal = np.mean((equal.predict(Xt) - Ft) ** 2, axis=0)
+    assert np.all(err_unc[:2] < 0.5 * err_equal[:2])
+
+
+def test_uncertainty_does_not_let_a_target_in_large_units_drown_the_others():
+    X, Y, Xt, Yt, _ = _low_rank_tasks(1)
+    scale = np.array([1000.0, 1.0, 1.0])
+    # alpha=0: the penalty is in the units of y, and would shrink the head of
+    # the target in large units (see the class docstring); without it the
+    # uncertainty-weighted problem does not depend on the units at all.
+    kw = dict(n_components=3, activation="tanh", alpha=0.0, random_state=0)
+    with warnings.catch_warnings():
+        # 'equal' runs out of rounds on this badly scaled problem.
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        single = np.array([
+            r2_score(Yt[:, t], SharedObjectiveRegressor(**kw).fit(X, Y[:, t]).predict(Xt))
+            for t in range(3)
+        ])
+        scores = {
+            strategy: r2_score(
+                Yt * scale,
+                SharedObjectiveRegressor(task_weights=strategy, **kw).fit(X, Y * scale).predict(Xt),
+                multioutput="raw_values",
+            )
+            for strategy in ["uncertainty", "equal"]
+        }
+    assert np.all(scores["uncertainty"] > single - 0.05)
+    small = scale == 1
+    assert np.any(scores["equal"][small] < single[small] - 0.2)
+
+
+def _recorded_runs(strategy, n_rounds):
+    """The same fit stopped after ``n_rounds`` and one round later."""
+    X, Y, *_ = _low_rank_tasks(2, noise=(0.1, 0.3, 1.0))
+    kw = dict(n_components=3, activation="tanh", task_weights=strategy, random_state=0, tol=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        first = SharedObjectiveRegressor(max_iter=n_rounds, **kw).fit(X, Y)
+        second = SharedObjectiveRegressor(max_iter=n_rounds + 1, **kw).fit(X, Y)
+    np.testing.assert_array_equal(first.task_weights_history_, second.task_weights_history_[:-1])
+    return X, Y, first, second.task_weights_history_[-1]
+
+
+def test_dwa_follows_its_formula():
+    X, Y, model, _ = _recorded_runs("dwa", 6)
+    history, curve = model.task_weights_history_, model.loss_curve_
+    np.testing.assert_array_equal(history[:2], 1.0)
+    for k in range(2, len(history)):
+        e = np.exp(curve[k - 1] / curve[k - 2] / 2.0)
+        np.testing.assert_allclose(history[k], 3 * e / e.sum(), rtol=1e-12)
+    # loss_curve_ holds each task's D_t: the last one is the fitted model's.
+    np.testing.assert_allclose(curve[-1], _task_losses(model, X, Y), rtol=1e-10)
+
+
+def test_uncertainty_follows_its_formula():
+    X, Y, model, next_weights = _recorded_runs("uncertainty", 4)
+    mse = np.mean((Y - model.predict(X)) ** 2, axis=0)
+    expected = 1 / mse
+    np.testing.assert_allclose(next_weights, 3 * expected / expected.sum(), rtol=1e-8)
+
+
+def test_gradnorm_follows_its_formula():
+    X, Y, model, next_weights = _recorded_runs("gradnorm", 4)
+    U = model.components_.T
+    # ||dD_t / dU|| by finite differences of the loss computed here.
+    grads = np.array([
+        approx_fprime(U.ravel(), lambda u: _task_losses(model, X, Y, u.reshape(U.shape))[t], 1e-7)
+        for t in range(3)
+    ])
+    norms = np.linalg.norm(grads, axis=1)
+    ratio = _task_losses(model, X, Y) / model.initial_loss_
+    target = (ratio / ratio.mean()) ** 1.5 / norms
+    target *= 3 / target.sum()
+    expected = np.sqrt(model.task_weights_ * target)
+    np.testing.assert_allclose(next_weights, 3 * expected / expected.sum(), rtol=1e-4)
+    # The initial loss is the intercept-only model's: half each task's variance.
+    np.testing.assert_allclose(model.initial_loss_, 0.5 * Y.var(axis=0), rtol=1e-12)
+
+
+def test_fixed_weights_are_normalized_and_kept():
+    X, Y, *_ = _low_rank_tasks(3)
+    model = SharedObjectiveRegressor(task_weights=[1.0, 2.0, 5.0], random_state=0).fit(X, Y)
+    expected = np.tile([0.375, 0.75, 1.875], (model.n_iter_, 1))
+    np.testing.assert_allclose(model.task_weights_history_, expected)
+
+
+@pytest.mark.parametrize(
+    "params, match",
+    [
+        ({"task_weights": [1.0, 2.0]}, "task_weights has shape"),
+        ({"task_weights": [1.0, 0.0, 1.0]}, "finite and positive"),
+        ({"loss": ["squared", "huber"]}, "loss has 2 entries"),
+        ({"loss": ["squared", "huber", "absolute"]}, "loss entries must be"),
+    ],
+)
+def test_bad_weights_and_losses(params, match):
+    X, Y, *_ = _low_rank_tasks(3, n=20)
+    with pytest.raises(ValueError, match=match):
+        SharedObjectiveRegressor(**params).fit(X, Y)
+
+
+def test_huber_task_resists_outliers():
+    X, Y, Xt, _, Ft = _low_rank_tasks(4, n=300)
+    Y = Y.copy()
+    rows = np.random.RandomState(0).choice(len(Y), 15, replace=False)
+    Y[rows, 0] += 50.0
+    kw = dict(n_components=3, activation="tanh", task_weights="equal", random_state=0)
+    errors = {}
+    for loss in ["squared", ["huber", "squared", "squared"]]:
+        model = SharedObjectiveRegressor(loss=loss, epsilon=0.5, **kw).fit(X, Y)
+        errors[str(loss)] = np.mean((model.predict(Xt)[:, 0] - Ft[:, 0]) ** 2)
+    assert errors["['huber', 'squared', 'squared']"] < 0.2 * errors["squared"]
+
+
+def test_not_converged_warns():
+    X, Y, *_ = _low_rank_tasks(3)
+    with pytest.warns(ConvergenceWarning, match="did not converge in 1 rounds"):
+        model = SharedObjectiveRegressor(activation="tanh", max_iter=1, random_state=0).fit(X, Y)
+    assert model.n_iter_ == 1
+    assert model.task_weights_history_.shape == model.loss_curve_.shape == (1, 3)
+
+
+# ------------------------------------------------------ layouts and weights
+
+
+def _tight(**params):
+    # 'identity': for given weights the optimum is the trace-norm one, unique,
+    # so two fits of the same objective agree however their paths differ.
+    return SharedObjectiveRegressor(
+        n_components=3, tol=1e-8, max_iter=300, random_state=0, **params
+    )
+
+
+def test_missing_labels_wide_equals_long_layout():
+    X, Y, Xt, *_ = _low_rank_tasks(5, n=120)
+    Y = Y.copy()
+    Y[np.random.RandomState(0).rand(*Y.shape) < 0.3] = np.nan
+    rows, tasks = np.nonzero(~np.isnan(Y))
+    # D divides by S: n rows in the wide layout, one row per observed label
+    # in the long one. Scaling alpha by the ratio gives the same objective.
+    alpha = 1e-3
+    wide = _tight(alpha=alpha).fit(X, Y)
+    long = _tight(alpha=alpha * len(X) / len(rows), task_column=0).fit(
+        np.column_stack([tasks, X[rows]]), Y[rows, tasks]
+    )
+    np.testing.assert_allclose(long.task_weights_, wide.task_weights_, rtol=1e-4)
+    Xt_long = np.column_stack([np.repeat(np.arange(3), len(Xt)), np.tile(Xt, (3, 1))])
+    np.testing.assert_allclose(
+        long.predict(Xt_long), wide.predict(Xt).T.ravel(), rtol=1e-4, atol=1e-4
+    )
+
+
+# tol=1e-8 is at the edge of what the uncertainty fixed point reaches in the
+# long layout; the two fits still agree to far better than the assertion.
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@pytest.mark.parametrize("task_column", [None, 0])
+def test_sample_weight_equals_repeated_and_removed_rows(task_column):
+    X, Y, Xt, *_ = _low_rank_tasks(6, n=60)
+    if task_column is None:
+        y = Y
+    else:
+        X = np.column_stack([np.arange(len(X)) % 3, X])
+        Xt = np.column_stack([np.arange(len(Xt)) % 3, Xt])
+        y = Y[np.arange(len(Y)), np.arange(len(Y)) % 3]
+    sw = np.random.RandomState(0).randint(0, 3, len(X))
+    weighted = _tight(task_column=task_column).fit(X, y, sample_weight=sw)
+    repeated = _tight(task_column=task_column).fit(
+        np.repeat(X, sw, axis=0), np.repeat(y, sw, axis=0)
+    )
+    np.testing.assert_allclose(weighted.predict(Xt), repeated.predict(Xt), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("task_column", [None, 0])
+def test_n_jobs_does_not_change_the_fit(task_column):
+    X, Y, Xt, *_ = _low_rank_tasks(7, n=80, noise=(0.1, 0.2, 0.3, 0.4, 0.5))
+    if task_column is None:
+        y = Y
+    else:
+        X = np.column_stack([np.arange(len(X)) % 5, X])
+        Xt = np.column_stack([np.arange(len(Xt)) % 5, Xt])
+        y = Y[np.arange(len(Y)), np.arange(len(Y)) % 5]
+    kw = dict(activation="tanh", task_weights="gradnorm", max_iter=2, random_state=0,
+              task_column=task_column)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        serial = SharedObjectiveRegressor(**kw).fit(X, y)
+        # Threads: process workers would spend the test starting up.
+        with parallel_config(backend="threading"):
+            parallel = SharedObjectiveRegressor(n_jobs=2, **kw).fit(X, y)
+    np.testing.assert_allclose(parallel.predict(Xt), serial.predict(Xt), rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(
+        parallel.task_weights_history_, serial.task_weights_history_, rtol=1e-8
+    )
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_unknown_task_is_predicted_by_the_mean_head():
+    rng = np.random.RandomState(8)
+    X = np.column_stack([rng.randint(0, 3, 90), rng.normal(size=(90, 4))])
+    y = X[:, 1] + X[:, 0] + 0.1 * rng.normal(size=90)
+    model = SharedObjectiveRegressor(activation="tanh", task_column=0, random_state=0).fit(X, y)
+    Xt = np.column_stack([np.full(5, 7), rng.normal(size=(5, 4))])
+    H = _hidden(model, Xt[:, 1:])
+    expected = H @ model.head_coef_.mean(axis=0) + model.intercept_.mean()
+    np.testing.assert_allclose(
+        SharedObjectiveRegressor(**{**model.get_params(), "handle_unknown": "shared"})
+        .fit(X, y).predict(Xt),
+        expected,
+    )
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_random_state_makes_the_fit_deterministic():
+    X, Y, Xt, *_ = _low_rank_tasks(9, n=80)
+    a = SharedObjectiveRegressor(activation="relu", random_state=3).fit(X, Y).predict(Xt)
+    b = SharedObjectiveRegressor(activation="relu", random_state=3).fit(X, Y).predict(Xt)
+    np.testing.assert_array_equal(a, b)
+
+
+def test_uncertainty_ignores_tasks_too_small_to_estimate_their_noise():
+    # Task 0 has 3 rows, fewer than its head's n_components + 1 = 4
+    # parameters: it is fitted exactly, and without the degrees-of-freedom
+    # correction its zero residual would take all the weight.
+    rng = np.random.RandomState(10)
+    sizes, noise = [3, 150, 150], [0.1, 0.1, 1.0]
+    labels = np.repeat([0, 1, 2], sizes)
+    Xf = rng.normal(size=(len(labels), 4))
+    y = Xf[:, 0] - Xf[:, 1] + rng.normal(size=len(labels)) * np.repeat(noise, sizes)
+    model = SharedObjectiveRegressor(n_components=3, task_column=0, random_state=0).fit(
+        np.column_stack([labels, Xf]), y
+    )
+    assert model.task_weights_[0] == 1.0
+    # The others share the remaining weight in proportion to 1 / sigma^2.
+    ratio = model.task_weights_[1] / model.task_weights_[2]
+    assert 100 / 1.5 < ratio < 100 * 1.5
+    np.testing.assert_allclose(model.task_weights_[1:].sum(), 2.0)
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@pytest.mark.parametrize("task_weights", ["uncertainty", "dwa", "gradnorm", "equal"])
+def test_degenerate_tasks_fit_without_error(task_weights):
+    rng = np.random.RandomState(11)
+    # A single-row task, a constant task, more features than rows.
+    X = np.column_stack([[0, 1, 1, 1, 2, 2, 2], rng.normal(size=(7, 10))])
+    y = np.array([1.0, 2.0, 2.0, 2.0, 3.0, 4.0, 5.0])
+    model = SharedObjectiveRegressor(task_column=0, task_weights=task_weights, random_state=0)
+    pred = model.fit(X, y).predict(X)
+    assert np.all(np.isfinite(pred)) and np.all(model.task_weights_ > 0)
+    # Thousands of tasks.
+    labels = np.repeat(np.arange(2000), 2)
+    X = np.column_stack([labels, rng.normal(size=(len(labels), 3))])
+    model = SharedObjectiveRegressor(
+        n_components=2, task_column=0, task_weights=task_weights, max_iter=2, random_state=0
+    ).fit(X, X[:, 1] + rng.normal(size=len(labels)))
+    assert model.task_weights_.shape == (2000,)

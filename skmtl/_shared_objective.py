@@ -36,13 +36,27 @@ _GRADNORM_ASYMMETRY = 1.5
 
 
 def _activate(Z, activation):
-    """``act(Z)`` and ``act'(Z)``."""
-    if activation == "identity":
-        return Z, None
+    """``act(Z)``, in place."""
     if activation == "relu":
-        return np.maximum(Z, 0.0), (Z > 0).astype(Z.dtype)
-    H = np.tanh(Z)
-    return H, 1.0 - H * H
+        return np.maximum(Z, 0.0, out=Z)
+    if activation == "tanh":
+        return np.tanh(Z, out=Z)
+    return Z
+
+
+def _backpropagate(grad_H, H, activation):
+    """``grad_H * act'(Z)`` in place, with ``act'`` written in terms of ``H = act(Z)``.
+
+    Both derivatives are functions of the activation's output (``H > 0``,
+    ``1 - H^2``), so the forward pass keeps no second ``(n, k)`` array.
+    """
+    if activation == "relu":
+        np.multiply(grad_H, H > 0, out=grad_H)
+    elif activation == "tanh":
+        derivative = H * H
+        np.subtract(1.0, derivative, out=derivative)
+        grad_H *= derivative
+    return grad_H
 
 
 class _Network:
@@ -62,6 +76,7 @@ class _Network:
         sizes = [n_features * n_components, n_components * self.hidden_intercept,
                  n_tasks * n_components, n_tasks * fit_intercept]
         self.offsets = np.cumsum([0] + sizes)
+        self._design = None
 
     def unpack(self, theta):
         o = self.offsets
@@ -79,11 +94,30 @@ class _Network:
             parts.append(b)
         return np.concatenate(parts)
 
-    def hidden(self, X, U, c):
-        Z = X @ U
-        if c is not None:
-            Z += c
-        return _activate(Z, self.activation)
+    def design(self, X):
+        """``X``, with a column of ones appended when there is a hidden intercept.
+
+        Then ``design(X) @ first_layer(theta)`` is ``X U + c`` in one matrix
+        product, and ``design(X).T @ grad_Z`` is the gradient of ``[U; c]``
+        in one more: on the School data the broadcast addition of ``c`` cost
+        a third of a product and the column sum for its gradient half of
+        one. The copy is made once per ``X`` and kept for the fit.
+        """
+        if not self.hidden_intercept:
+            return X
+        if self._design is None or self._design[0] is not X:
+            X1 = np.empty((X.shape[0], X.shape[1] + 1))
+            X1[:, :-1], X1[:, -1] = X, 1.0
+            self._design = (X, X1)
+        return self._design[1]
+
+    def first_layer(self, theta):
+        """``[U; c]``: ``U`` and ``c`` are stored one after the other."""
+        return theta[:self.offsets[2]].reshape(-1, self.k)
+
+    def hidden(self, X, theta):
+        """``act(X U + c)``, with ``X`` as returned by :meth:`design`."""
+        return _activate(X @ self.first_layer(theta), self.activation)
 
     def initialize(self, data, random_state):
         """Glorot-uniform shared layer (as MLPRegressor), zero heads, intercepts at the task means.
@@ -105,6 +139,7 @@ class _Network:
 
 
 def _head_chunk(start, stop, data, H, A, b, losses, epsilon, weights):
+    # ``weights`` multiply the row gradient only (the ``lambda_t / S`` of the caller).
     return data.head_loss_grad(
         start, stop, H, A[start:stop], None if b is None else b[start:stop],
         losses[start:stop], epsilon, weights[start:stop],
@@ -118,16 +153,17 @@ def _objective(theta, net, data, losses, epsilon, weights, alpha, n_jobs):
     The heads are per-task blocks computed through the joblib helper; their
     row gradients, summed (wide layout) or placed (long layout) into one
     ``dObjective/dH``, are backpropagated once through the shared ``U``.
+    Each evaluation reads ``X`` twice, once forward and once backward.
     """
-    U, c, A, b = net.unpack(theta)
-    X = data.X
-    H, act_grad = net.hidden(X, U, c)
-    results, chunks = map_task_chunks(
-        _head_chunk, data.n_tasks, data, H, A, b, losses, epsilon, weights, n_jobs=n_jobs
-    )
+    _, c, A, b = net.unpack(theta)
+    X = net.design(data.X)
+    H = net.hidden(X, theta)
     S = data.S
+    # The row gradient comes back already scaled by lambda_t / S.
+    results, chunks = map_task_chunks(
+        _head_chunk, data.n_tasks, data, H, A, b, losses, epsilon, weights / S, n_jobs=n_jobs
+    )
     task_losses = np.concatenate([r[0] for r in results]) / S
-    grad_A = np.concatenate([r[1] for r in results]) * (weights[:, None] / S) + alpha * A
     if len(chunks) == 1 and data.row_range(*chunks[0]) == slice(0, len(H)):
         grad_H = results[0][3]
     else:
@@ -135,16 +171,54 @@ def _objective(theta, net, data, losses, epsilon, weights, alpha, n_jobs):
         # Added in task order in the parent, so results do not change with n_jobs.
         for (start, stop), r in zip(chunks, results):
             grad_H[data.row_range(start, stop)] += r[3]
-    grad_H *= 1.0 / S
-    grad_Z = grad_H if act_grad is None else grad_H * act_grad
-    grad_U = X.T @ grad_Z + alpha * U
-    grad_c = grad_Z.sum(axis=0) if c is not None else None
-    grad_b = np.concatenate([r[2] for r in results]) * (weights / S) if b is not None else None
-    value = weights @ task_losses + 0.5 * alpha * (np.sum(U * U) + np.sum(A * A))
-    return value, net.pack(grad_U, grad_c, grad_A, grad_b), task_losses
+    grad_first = X.T @ _backpropagate(grad_H, H, net.activation)
+    grad_first[:net.d] += alpha * theta[:net.offsets[1]].reshape(net.d, net.k)
+    grad_A = np.concatenate([r[1] for r in results]) * (weights[:, None] / S) + alpha * A
+    parts = [grad_first.ravel(), grad_A.ravel()]
+    if b is not None:
+        parts.append(np.concatenate([r[2] for r in results]) * (weights / S))
+    value = weights @ task_losses + 0.5 * alpha * _penalized_norm2(theta, net)
+    return value, np.concatenate(parts), task_losses
 
 
-def _task_U_grad_norms(start, stop, data, X, H, act_grad, A, b, losses, epsilon):
+def _objective_at_initialization(theta0, net, data, losses, epsilon, alpha, n_jobs):
+    """``_objective`` at ``theta0`` for any task weights, from one evaluation.
+
+    The heads start at zero, so no data gradient reaches ``U`` or ``c``,
+    and each head's data gradient is ``lambda_t`` times its unweighted one:
+    the weights of the first round and the reference of ``tol`` (which
+    change with every weight update) cost no pass over ``X``.
+
+    Returns ``at_start, initial_losses``: ``at_start(weights)`` is
+    ``(value, grad, initial_losses)``.
+    """
+    _, unit_grad, initial_losses = _objective(
+        theta0, net, data, losses, epsilon, np.ones(net.T), 0.0, n_jobs
+    )
+    U0, c0, A0, b0 = net.unpack(theta0)
+    penalty_grad = alpha * net.pack(
+        U0, None if c0 is None else np.zeros_like(c0), A0,
+        None if b0 is None else np.zeros_like(b0),
+    )
+    penalty = 0.5 * alpha * _penalized_norm2(theta0, net)
+    U1, c1, A1, b1 = net.unpack(np.ones_like(theta0))
+
+    def at_start(weights):
+        per_task = net.pack(U1, c1, A1 * weights[:, None], None if b1 is None else weights)
+        value = weights @ initial_losses + penalty
+        return value, unit_grad * per_task + penalty_grad, initial_losses
+
+    return at_start, initial_losses
+
+
+def _penalized_norm2(theta, net):
+    """``||U||^2 + ||A||^2``."""
+    o = net.offsets
+    U, A = theta[o[0]:o[1]], theta[o[2]:o[3]]
+    return U @ U + A @ A
+
+
+def _task_U_grad_norms(start, stop, data, X, H, activation, A, b, losses, epsilon):
     """``||dD_t / dU||_F`` (up to the factor ``1/S``) of tasks ``[start, stop)``."""
     norms = np.empty(stop - start)
     ones = np.ones(1)
@@ -154,17 +228,17 @@ def _task_U_grad_norms(start, stop, data, X, H, act_grad, A, b, losses, epsilon)
             t, t + 1, H, A[t:t + 1], None if b is None else b[t:t + 1],
             losses[t:t + 1], epsilon, ones,
         )[3]
-        grad_Z = grad_H if act_grad is None else grad_H * act_grad[rows]
+        grad_Z = _backpropagate(grad_H, H[rows], activation)
         norms[t - start] = np.linalg.norm(X[rows].T @ grad_Z)
     return norms
 
 
 def _gradient_norms(theta, net, data, losses, epsilon, n_jobs):
     """Norm of the gradient of each task's ``D_t`` with respect to ``U``."""
-    U, c, A, b = net.unpack(theta)
-    H, act_grad = net.hidden(data.X, U, c)
+    _, _, A, b = net.unpack(theta)
+    H = net.hidden(net.design(data.X), theta)
     results, _ = map_task_chunks(
-        _task_U_grad_norms, data.n_tasks, data, data.X, H, act_grad, A, b, losses,
+        _task_U_grad_norms, data.n_tasks, data, data.X, H, net.activation, A, b, losses,
         epsilon, n_jobs=n_jobs,
     )
     return np.concatenate(results) / data.S
@@ -373,17 +447,18 @@ def _train(data, net, theta, losses, epsilon, alpha, strategy, fixed, max_iter, 
         inverse = 1.0 / weights
         return net.pack(U, c, A * inverse[:, None], None if b is None else inverse)
 
+    theta0 = theta
+    at_start, initial_losses = _objective_at_initialization(
+        theta0, net, data, losses, epsilon, alpha, n_jobs
+    )
+
     def gradient_scale(weights, scaling):
         # The scaled gradient at initialization of the objective with these
         # weights: ``tol`` is relative to it, so that it means the same
         # whatever the units of y.
-        grad = objective(weights)(theta0)[1]
-        scale = np.max(np.abs(np.sqrt(scaling) * grad), initial=0.0)
+        scale = np.max(np.abs(np.sqrt(scaling) * at_start(weights)[1]), initial=0.0)
         return scale if scale > 0 else 1.0
 
-    theta0 = theta
-    out = objective(weights)(theta)
-    initial_losses = out[2]
     if strategy == "uncertainty":
         # The noise estimate of the initial model (each task's variance when
         # the intercepts start at the task means): with equal weights a target
@@ -392,7 +467,7 @@ def _train(data, net, theta, losses, epsilon, alpha, strategy, fixed, max_iter, 
             lambda d, s: _uncertainty_weights(d, d, s, data.S, net.fit_intercept),
             initial_losses, sizes,
         )
-        out = objective(weights)(theta)
+    out = at_start(weights)
     # The parameters of each task's own head.
     n_params = net.k + net.fit_intercept
     scaling = preconditioner(weights)
@@ -514,12 +589,18 @@ class SharedObjectiveRegressor(MultiTaskRegressorBase):
         Threshold of the Huber loss, in the units of ``y``.
     alpha : float, default=1e-4
         Penalty :math:`\\alpha/2 (\\|U\\|^2 + \\|A\\|^2)` on the weights.
-        The penalty is in the units of ``y`` while the weighted data terms
-        are not: under ``'uncertainty'`` a target in units 1000 times larger
-        gets a weight about :math:`10^6` times smaller, and the penalty then
-        shrinks its head to nothing. Standardize such targets or lower
-        ``alpha`` (with ``alpha=0`` the uncertainty-weighted problem does not
-        depend on the units of the targets).
+        The penalty carries no task weight, while the data terms do: under
+        ``'uncertainty'`` a target in units :math:`c` times larger gets a
+        weight about :math:`c^2` times smaller, so that, measured in that
+        target's own units, its head feels a penalty :math:`c^2` times
+        stronger than the other heads. With :math:`c = 1000` (and the other
+        targets of unit scale) ``alpha=1e-8`` acts on that head like
+        ``1e-2`` and it still fits as well as on its own, ``alpha=1e-6``
+        acts like 1 and its :math:`R^2` falls to about 0.1, and the default
+        acts like 100 and shrinks the head to nothing. Standardize such
+        targets or scale ``alpha`` down by :math:`c^2` (with ``alpha=0`` the
+        uncertainty-weighted problem does not depend on the units of the
+        targets at all).
     fit_intercept : bool, default=True
         Whether to fit the task intercepts :math:`b_t` and, for the
         nonlinear activations, the hidden intercept :math:`c`.
@@ -755,7 +836,7 @@ class SharedObjectiveRegressor(MultiTaskRegressorBase):
 
     def _hidden(self, X):
         Z = X @ self.components_.T + self.hidden_intercept_
-        return _activate(Z, self.activation)[0]
+        return _activate(Z, self.activation)
 
     def _shared_model(self):
         """Mean task head and intercept, which predict an unknown task."""

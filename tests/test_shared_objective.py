@@ -11,7 +11,7 @@ from sklearn.metrics import r2_score
 
 from skmtl import SharedObjectiveRegressor
 from skmtl._losses import LOSSES
-from skmtl._shared_objective import _Network, _objective
+from skmtl._shared_objective import _Network, _objective, _objective_at_initialization
 from skmtl._tasks import make_long_tasks, make_wide_tasks
 
 ACTIVATIONS = {
@@ -77,6 +77,35 @@ def test_gradient_matches_finite_differences(layout, activation, loss, fit_inter
     grad = _objective(theta, net, data, losses, 0.3, weights, 0.01, None)[1]
     numeric = approx_fprime(theta, value, 1e-7)
     np.testing.assert_allclose(grad, numeric, rtol=0, atol=1e-5 * np.max(np.abs(numeric)))
+
+
+@pytest.mark.parametrize("layout", ["wide", "long"])
+@pytest.mark.parametrize("activation", ["identity", "relu", "tanh"])
+def test_objective_at_initialization_for_any_weights(layout, activation):
+    # The solver reads the objective at initialization for every new set of
+    # task weights off one unweighted evaluation; that relies on the heads
+    # starting at zero. Compared here with a direct evaluation.
+    rng = np.random.RandomState(1)
+    n, d, T, k = 50, 4, 3, 5
+    X = rng.normal(size=(n, d))
+    if layout == "wide":
+        Y = rng.normal(size=(n, T))
+        Y[rng.rand(n, T) < 0.2] = np.nan
+        data = make_wide_tasks(X, Y, rng.uniform(0.5, 2.0, n))
+    else:
+        data, _ = make_long_tasks(X, rng.randint(0, T, n), rng.normal(size=n), None)
+    losses = (LOSSES["squared"], LOSSES["huber"], LOSSES["squared"])
+    net = _Network(d, k, T, activation, fit_intercept=True)
+    theta0 = net.initialize(data, 0)
+    at_start, initial_losses = _objective_at_initialization(
+        theta0, net, data, losses, 0.3, 0.01, None
+    )
+    for weights in [np.ones(T), np.array([0.1, 2.5, 0.4])]:
+        direct = _objective(theta0, net, data, losses, 0.3, weights, 0.01, None)
+        value, grad, task_losses = at_start(weights)
+        np.testing.assert_allclose(value, direct[0], rtol=1e-12)
+        np.testing.assert_allclose(grad, direct[1], rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose(task_losses, direct[2], rtol=1e-12)
 
 
 # ------------------------------------------------------- trace-norm optimum
@@ -175,10 +204,14 @@ def test_uncertainty_weights_track_the_noise_and_help_the_clean_tasks():
 def test_uncertainty_does_not_let_a_target_in_large_units_drown_the_others():
     X, Y, Xt, Yt, _ = _low_rank_tasks(1)
     scale = np.array([1000.0, 1.0, 1.0])
-    # alpha=0: the penalty is in the units of y, and would shrink the head of
-    # the target in large units (see the class docstring); without it the
-    # uncertainty-weighted problem does not depend on the units at all.
-    kw = dict(n_components=3, activation="tanh", alpha=0.0, random_state=0)
+    # A small alpha, not the default: the objective penalizes ||A||^2 with no
+    # task weight, while 'uncertainty' gives the target in units 1000x larger
+    # a weight about 1e6 times smaller. Measured in that target's own units,
+    # its head then feels a penalty 1e6 times stronger than the others':
+    # alpha=1e-8 acts on it like 1e-2 and it keeps its single-task R^2
+    # (0.91 against 0.90), while alpha=1e-6 (acting like 1) drops it to 0.09
+    # and the default 1e-4 to 0.0. See the docstring of alpha.
+    kw = dict(n_components=3, activation="tanh", alpha=1e-8, random_state=0)
     with warnings.catch_warnings():
         # 'equal' runs out of rounds on this badly scaled problem.
         warnings.simplefilter("ignore", ConvergenceWarning)

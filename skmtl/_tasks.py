@@ -424,15 +424,17 @@ def make_long_tasks(X, labels, y, sample_weight):
     tasks : ndarray
         The sorted unique task labels.
     """
-    tasks, codes = np.unique(labels, return_inverse=True)
-    codes = codes.ravel()
-    if len(codes) > 1 and np.any(codes[1:] < codes[:-1]):
-        order = np.argsort(codes, kind="stable")
-        X, y, codes = X[order], y[order], codes[order]
+    # One stable sort gives the task order, the unique labels and the task
+    # boundaries; rows that arrive grouped by task skip it and the copy.
+    if len(labels) > 1 and not np.all(labels[1:] >= labels[:-1]):
+        order = np.argsort(labels, kind="stable")
+        labels = labels[order]
+        X, y = np.take(X, order, axis=0), y[order]
         if sample_weight is not None:
             sample_weight = sample_weight[order]
-    bounds = np.searchsorted(codes, np.arange(len(tasks) + 1))
-    return LongTasks(np.ascontiguousarray(X), y, sample_weight, bounds), tasks
+    starts = np.concatenate([[0], np.flatnonzero(labels[1:] != labels[:-1]) + 1])
+    bounds = np.append(starts, len(labels))
+    return LongTasks(np.ascontiguousarray(X), y, sample_weight, bounds), labels[starts]
 
 
 def make_wide_tasks(X, Y, sample_weight):

@@ -39,12 +39,12 @@ in the order of MALSAR's cell array; its constant bias column is dropped.
 
 - ``year_1985``, ``year_1986``, ``year_1987``: year of the exam (one-hot);
 - ``fsm_pct``: percentage of the school's students eligible for free school
-  meals (school level);
+  meals (per school and year);
 - ``vr1_pct``: percentage of the school's students in verbal-reasoning band 1
-  (school level);
+  (per school and year);
 - ``female``, ``male``: the student's gender (one-hot);
 - ``vr_band_1``, ``vr_band_2``, ``vr_band_3``: the student's verbal-reasoning
-  band (one-hot);
+  band (one-hot; 15 students have no band recorded, all three are 0);
 - ``ethnic_1`` ... ``ethnic_11``: the student's ethnic group (one-hot);
 - ``school_mixed``, ``school_boys``, ``school_girls``: school gender (one-hot);
 - ``school_maintained``, ``school_church_of_england``,

@@ -129,6 +129,11 @@ def make_multitask_regression(
         The true coefficients, row ``t`` for task ``t``. Only returned if
         ``coef=True``.
 
+    See Also
+    --------
+    sklearn.datasets.make_regression : One task, or several on the same coefficients' scale.
+    skmtl.datasets.load_school : Real grouped data in the long layout.
+
     Examples
     --------
     >>> import numpy as np

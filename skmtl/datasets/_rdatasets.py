@@ -49,6 +49,11 @@ _RETURNS = """
         ``as_frame=True``) and ``DESCR``.
 
     (data, target) : tuple if ``return_X_y`` is True
+        ``data`` and ``target`` as above.
+
+    See Also
+    --------
+    load_school : The School data, shipped with skmtl.
 """
 
 _PARAMETERS = """

@@ -110,6 +110,12 @@ def load_school(*, as_frame=False, return_X_y=False):
             Description, provenance and column meanings.
 
     (data, target) : tuple if ``return_X_y`` is True
+        ``data`` and ``target`` as above.
+
+    See Also
+    --------
+    load_exam : Exam scores of 4,059 students in 65 London schools.
+    make_multitask_regression : Synthetic tasks of a known structure.
 
     Examples
     --------

@@ -61,7 +61,7 @@ _SCORERS = {
 
 
 def get_scorer_names():
-    """Names accepted by :func:`get_scorer`.
+    """Return the names accepted by :func:`get_scorer`.
 
     Returns
     -------

@@ -51,7 +51,7 @@ from pathlib import Path
 import numpy as np
 import scipy
 import sklearn
-from sklearn.base import BaseEstimator, RegressorMixin, clone
+from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.compose import ColumnTransformer, TransformedTargetRegressor
 from sklearn.linear_model import MultiTaskLasso, Ridge
 from sklearn.model_selection import GridSearchCV, KFold, StratifiedKFold

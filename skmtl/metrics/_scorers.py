@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from ._scores import mean_task_score, per_task_score, pooled_explained_variance_score
+from ._scores import mean_task_score, pooled_explained_variance_score, pooled_mean_squared_error
 
 
 def _final_estimator(estimator):
@@ -41,22 +41,11 @@ class _MultiTaskScorer:
         return f"skmtl.metrics.get_scorer({self._name!r})"
 
 
-def _mean_squared(y_true, y_pred, *, sample_weight=None):
-    # Pooled over every observed label: the squared-error counterpart of the
-    # pooled explained variance.
-    y = np.asarray(y_true, dtype=np.float64)
-    scores = per_task_score(y.reshape(-1), np.asarray(y_pred, dtype=np.float64).reshape(-1),
-                            metric="mean_squared_error", task=np.zeros(y.size),
-                            sample_weight=None if sample_weight is None
-                            else np.repeat(sample_weight, y.size // len(y)))
-    return float(scores[0])
-
-
 _SCORERS = {
     "pooled_explained_variance": (pooled_explained_variance_score, 1, {}, False),
     "mean_task_r2": (mean_task_score, 1, {"metric": "r2"}, True),
     "mean_task_explained_variance": (mean_task_score, 1, {"metric": "explained_variance"}, True),
-    "neg_pooled_mean_squared_error": (_mean_squared, -1, {}, False),
+    "neg_pooled_mean_squared_error": (pooled_mean_squared_error, -1, {}, False),
 }
 
 

@@ -59,6 +59,21 @@ def _task_columns(y_true, y_pred, task, sample_weight):
     return out
 
 
+def _pooled(y_true, y_pred, sample_weight):
+    """Every observed label of every task, stacked, with its row's weight."""
+    y_true, y_pred, sample_weight = _check_targets(y_true, y_pred, sample_weight)
+    Y, P = y_true.reshape(len(y_true), -1), y_pred.reshape(len(y_pred), -1)
+    W = np.ones_like(Y) if sample_weight is None else np.broadcast_to(sample_weight[:, None], Y.shape)
+    observed = ~np.isnan(Y)
+    return Y[observed], P[observed], W[observed]
+
+
+def pooled_mean_squared_error(y_true, y_pred, *, sample_weight=None):
+    """Mean squared error over every observed label of every task (private)."""
+    y, p, w = _pooled(y_true, y_pred, sample_weight)
+    return float(np.average((y - p) ** 2, weights=w)) if len(y) and w.sum() > 0 else np.nan
+
+
 def per_task_score(y_true, y_pred, *, metric="r2", task=None, sample_weight=None):
     """Score of every task on its observed labels.
 
@@ -206,11 +221,7 @@ def pooled_explained_variance_score(y_true, y_pred, *, sample_weight=None):
     >>> round(pooled_explained_variance_score(y_true, y_pred), 4)
     0.911
     """
-    y_true, y_pred, sample_weight = _check_targets(y_true, y_pred, sample_weight)
-    Y, P = y_true.reshape(len(y_true), -1), y_pred.reshape(len(y_pred), -1)
-    W = np.ones_like(Y) if sample_weight is None else np.broadcast_to(sample_weight[:, None], Y.shape)
-    observed = ~np.isnan(Y)
-    y, p, w = Y[observed], P[observed], W[observed]
+    y, p, w = _pooled(y_true, y_pred, sample_weight)
     if len(y) < 2 or w.sum() <= 0:
         return np.nan
     mean = np.average(y, weights=w)

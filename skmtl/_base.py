@@ -211,7 +211,15 @@ class MultiTaskRegressorBase(RegressorMixin, BaseEstimator):
                 )
             pos = self._column_position(tc, X.shape[1])
             labels = X[:, pos]
-            rest = np.delete(X, pos, axis=1)
+            # A view when the task column is first or last (the usual case):
+            # the one copy is then made where the rows are laid out by task.
+            n_columns = X.shape[1]
+            if pos == 0:
+                rest = X[:, 1:]
+            elif pos == n_columns - 1:
+                rest = X[:, :-1]
+            else:
+                rest = np.delete(X, pos, axis=1)
         labels = check_task_labels(labels, where=f"task_column={tc!r} of X")
         Xf = check_array(
             rest, dtype=np.float64, ensure_min_features=0, input_name="X", estimator=self

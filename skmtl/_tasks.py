@@ -434,7 +434,7 @@ def make_long_tasks(X, labels, y, sample_weight):
             sample_weight = sample_weight[order]
     starts = np.concatenate([[0], np.flatnonzero(labels[1:] != labels[:-1]) + 1])
     bounds = np.append(starts, len(labels))
-    return LongTasks(np.ascontiguousarray(X), y, sample_weight, bounds), labels[starts]
+    return LongTasks(X, y, sample_weight, bounds), labels[starts]
 
 
 def make_wide_tasks(X, Y, sample_weight):

@@ -29,12 +29,14 @@ def test_readme_block_runs(block):
 
 
 def test_quickstart_example_beats_pooled_and_per_task_ridge(capsys):
-    pytest.importorskip("pandas", reason="the example builds a DataFrame")
     runpy.run_path(str(ROOT / "examples" / "quickstart.py"), run_name="__main__")
     lines = capsys.readouterr().out.splitlines()
     scores = {
-        line.rsplit(maxsplit=1)[0].strip(): float(line.rsplit(maxsplit=1)[1])
+        m.group(1): float(m.group(2))
         for line in lines[1:]
+        if (m := re.match(r"\s+(.*?)\s+(-?[0-9.]+)\s+fit", line))
     }
-    assert scores["SharedParamRegressor"] > scores["pooled Ridge"]
-    assert scores["SharedParamRegressor"] > scores["one Ridge per school"]
+    assert len(scores) == 4
+    for name in ("SharedParamRegressor, grid", "SharedParamRegressor, 'auto'"):
+        assert scores[name] > scores["pooled Ridge"]
+        assert scores[name] > scores["one Ridge per school"]

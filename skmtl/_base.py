@@ -237,8 +237,9 @@ class MultiTaskRegressorBase(RegressorMixin, BaseEstimator):
     # -------------------------------------------------------------- predict
 
     def _shared_model(self):
-        """Coefficients and intercept that predict an unknown task."""
-        return self.coef_.mean(axis=0), float(np.mean(self.intercept_))
+        """Head and intercept that predict an unknown task: the mean of the tasks'."""
+        coef, intercept = self._task_heads()
+        return coef.mean(axis=0), float(intercept.mean())
 
     def _task_codes(self, labels):
         """Index into ``tasks_`` of each label, and the mask of unknown ones."""
@@ -287,19 +288,27 @@ class MultiTaskRegressorBase(RegressorMixin, BaseEstimator):
             Long layout: each row predicted by its own task's model.
         """
         check_is_fitted(self)
-        coef = np.atleast_2d(self.coef_)
-        intercept = np.atleast_1d(self.intercept_)
+        coef, intercept = self._task_heads()
         if self.task_column is None:
             X = validate_data(self, X, reset=False, dtype=np.float64)
-            pred = X @ coef.T + intercept
+            pred = self._head_inputs(X) @ coef.T + intercept
             return pred[:, 0] if self._single_task else pred
         labels, Xf = self._validate_long_X(X, reset=False)
         codes, unknown = self._task_codes(labels)
-        pred = np.einsum("ij,ij->i", Xf, coef[codes]) + intercept[codes]
+        H = self._head_inputs(Xf)
+        pred = np.einsum("ij,ij->i", H, coef[codes]) + intercept[codes]
         if unknown.any():
             shared_coef, shared_intercept = self._shared_model()
-            pred[unknown] = Xf[unknown] @ shared_coef + shared_intercept
+            pred[unknown] = H[unknown] @ shared_coef + shared_intercept
         return pred
+
+    def _task_heads(self):
+        """Per-task linear heads (n_tasks, n_inputs) and intercepts (n_tasks,)."""
+        return np.atleast_2d(self.coef_), np.atleast_1d(self.intercept_)
+
+    def _head_inputs(self, X):
+        """What the task heads read: the model features, for linear models."""
+        return X
 
     def score(self, X, y, sample_weight=None):
         """R^2 that leaves out missing labels.

@@ -7,7 +7,6 @@ import numpy as np
 from scipy.optimize import line_search
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
-from sklearn.utils.validation import check_is_fitted, validate_data
 from threadpoolctl import threadpool_limits
 
 from ._base import Interval, MultiTaskRegressorBase, StrOptions
@@ -835,40 +834,12 @@ class SharedObjectiveRegressor(MultiTaskRegressorBase):
         return fitted
 
     def _hidden(self, X):
+        """The shared representation ``act(X U + c)`` of model features ``X``."""
         Z = X @ self.components_.T + self.hidden_intercept_
         return _activate(Z, self.activation)
 
-    def _shared_model(self):
-        """Mean task head and intercept, which predict an unknown task."""
-        return np.atleast_2d(self.head_coef_).mean(axis=0), float(np.mean(self.intercept_))
+    def _task_heads(self):
+        return np.atleast_2d(self.head_coef_), np.atleast_1d(self.intercept_)
 
-    def predict(self, X):
-        """Predict with each task's head on the shared representation.
-
-        Parameters
-        ----------
-        X : {array-like, DataFrame} of shape (n_samples, n_features)
-            Samples, with the task column in the long layout.
-
-        Returns
-        -------
-        y_pred : ndarray of shape (n_samples,) or (n_samples, n_tasks)
-            Wide layout: one column per task (1-D when ``y`` was 1-D in fit).
-            Long layout: each row predicted by its own task's head; a task
-            that fit never saw by the mean head (see ``handle_unknown``).
-        """
-        check_is_fitted(self)
-        A = np.atleast_2d(self.head_coef_)
-        b = np.atleast_1d(self.intercept_)
-        if self.task_column is None:
-            X = validate_data(self, X, reset=False, dtype=np.float64)
-            pred = self._hidden(X) @ A.T + b
-            return pred[:, 0] if self._single_task else pred
-        labels, Xf = self._validate_long_X(X, reset=False)
-        codes, unknown = self._task_codes(labels)
-        H = self._hidden(Xf)
-        pred = np.einsum("ij,ij->i", H, A[codes]) + b[codes]
-        if unknown.any():
-            head, intercept = self._shared_model()
-            pred[unknown] = H[unknown] @ head + intercept
-        return pred
+    def _head_inputs(self, X):
+        return self._hidden(X)

@@ -331,18 +331,18 @@ class WideTasks:
         self.n_features = X.shape[1]
         self.S = float(len(Y) if sample_weight is None else sample_weight.sum())
         self.n_observed = int(self.mask.sum())
+        # Formed once: every loss evaluation of the iterative solvers reads it.
+        self._weights = self.mask.astype(np.float64)
+        if sample_weight is not None:
+            self._weights *= sample_weight[:, None]
 
     def _row_weights(self, start, stop):
-        """(n_rows, k) weights of the observed labels of tasks [start, stop)."""
-        W = self.mask[:, start:stop].astype(np.float64)
-        if self.sample_weight is not None:
-            W *= self.sample_weight[:, None]
-        return W
+        """(n_rows, k) weights of the observed labels of tasks [start, stop) (a view)."""
+        return self._weights[:, start:stop]
 
     def pair_weights(self):
         """Sample weight of every observed (row, task) pair."""
-        s = np.ones(len(self.X)) if self.sample_weight is None else self.sample_weight
-        return np.broadcast_to(s[:, None], self.mask.shape)[self.mask]
+        return self._weights[self.mask]
 
     def task_weight_sums(self):
         """Summed sample weight of each task's observed labels."""

@@ -38,18 +38,13 @@ conditioned (no NaN).
 
 import numpy as np
 import scipy.linalg
-from scipy.optimize import minimize
+from scipy.linalg import lapack
 
 from ._linalg import spd_solve_stacked
 from ._parallel import map_task_chunks
 
 # Restarts from a boundary point where a zero variance should become positive.
 _MAX_RESTARTS = 10
-# The gradient in L is 2 (df/dPsi) L: small where L is small, even when the
-# deviance still falls steeply along a direction L hardly spans. L-BFGS-B
-# therefore runs to a tighter tolerance in L than the one required of the
-# optimality measure in Psi.
-_INNER_TOL = 1e-2
 
 
 def _task_terms(start, stop, G, g, yy, L):
@@ -121,8 +116,15 @@ class REMLProblem:
         Qb = self.basis
         C = Qb.T @ W.sum(axis=0) @ Qb
         c = Qb.T @ w.sum(axis=0)
-        chol = scipy.linalg.cho_factor(C)
-        beta = scipy.linalg.cho_solve(chol, c)
+        # C = U^T U and K = C^-1 = M M^T with M = U^-1 (on the basis Qb). LAPACK
+        # directly: these evaluations take a millisecond, and scipy's
+        # wrappers add a good part of that.
+        U, info = lapack.dpotrf(C, lower=0, clean=1)
+        if info != 0:
+            raise np.linalg.LinAlgError("the fixed-part matrix is not positive definite")
+        Uinv, _ = lapack.dtrtri(U, lower=0)
+        M = Qb @ Uinv
+        beta = Uinv @ (Uinv.T @ c)
         theta = Qb @ beta
         rss = e.sum() - c @ beta
         if not rss > 0:
@@ -130,21 +132,76 @@ class REMLProblem:
                 "alpha_task='auto': the residual sum of squares is zero (the fixed "
                 "part fits y exactly), so the noise variance cannot be estimated."
             )
-        logdet_C = 2.0 * np.log(np.diag(chol[0])).sum()
+        logdet_C = 2.0 * np.log(np.diag(U)).sum()
         dev = logdet.sum() + logdet_C + self.dof * np.log(rss)
         out = {"deviance": dev, "rss": rss, "theta": theta, "P": P, "pv": pv, "W": W, "w": w}
         if gradient:
-            K = Qb @ scipy.linalg.cho_solve(chol, Qb.T)
             h = w - W @ theta
             p = self.p
-            WK = W @ K
-            # sum_t W_t K W_t as one (p, T p) x (T p, p) product.
-            WKW = WK.transpose(1, 0, 2).reshape(p, -1) @ W.reshape(-1, p)
-            dPsi = W.sum(axis=0) - WKW
+            WM = W @ M
+            # sum_t W_t K W_t as one (p, T r) x (T r, p) product.
+            WMf = WM.transpose(1, 0, 2).reshape(p, -1)
+            dPsi = W.sum(axis=0) - WMf @ WMf.T
             dPsi -= self.dof / rss * (h.T @ h)
             out["grad_psi"] = dPsi
             out["grad"] = 2.0 * (dPsi @ L)
+            out.update(K_factor=M, WM=WM, h=h)
         return out
+
+    def hessian(self, out, L):
+        """Hessian of the deviance in the entries of ``L`` (lower triangle).
+
+        ``out`` is :meth:`evaluate`'s result at ``L`` with the gradient. With
+        ``M_E = sum_t W_t E W_t``, ``K`` the inverse of the fixed-part matrix
+        ``C`` (on its column space), ``m`` the degrees of freedom and ``Q``
+        the residual quadratic form, the second derivative of the deviance in
+        ``Psi`` along symmetric directions ``E``, ``F`` is
+
+            - sum_t tr(W_t F W_t E) - tr(K M_F K M_E)
+            + sum_t [tr(K W_t F W_t E W_t) + tr(K W_t E W_t F W_t)]
+            + 2 m / Q [sum_t h_t^T E W_t F h_t - (sum_t W_t E h_t)^T K (sum_t W_t F h_t)]
+            - m / Q^2 (sum_t h_t^T E h_t) (sum_t h_t^T F h_t),
+
+        from ``dW_t = -W_t E W_t``, ``dw_t = -W_t E w_t``, ``de_t = -w_t^T E
+        w_t``. The chain rule through ``Psi = L L^T`` adds
+        ``tr(df/dPsi (dL dL'^T + dL' dL^T))``. Every term is a handful of
+        ``(p^2, n_tasks) x (n_tasks, p^2)`` products plus one ``p^6`` product
+        for the fixed part, independent of the number of rows.
+        """
+        W, h, M = out["W"], out["h"], out["K_factor"]
+        n_tasks, p, _ = W.shape
+        pp = p * p
+        m, Q = self.dof, out["rss"]
+        rows, cols = self.tril
+
+        def along_l(T):
+            # T[..., c, d] is linear in F_cd; contract with the direction
+            # dPsi / dL_kl = e_k L_l^T + L_l e_k^T of every (k, l).
+            return ((T + T.swapaxes(-1, -2)) @ L)[..., rows, cols]
+
+        Wf = W.reshape(n_tasks, pp)
+        WW = Wf.T @ Wf
+        WM = out["WM"]
+        Rf = (WM @ WM.transpose(0, 2, 1)).reshape(n_tasks, pp)
+        Hf = (h[:, :, None] * h[:, None, :]).reshape(n_tasks, pp)
+        # Terms whose coefficient of E_ab F_cd is a sum over tasks of
+        # X_t[a, d] Y_t[b, c]: indexed ((a, d), (b, c)), reordered to (a, b, c, d).
+        X = (Rf + (2.0 * m / Q) * Hf).T @ Wf + Wf.T @ Rf - WW
+        XJ = along_l(X.reshape(p, p, p, p).transpose(0, 2, 3, 1))
+        HL = along_l(np.moveaxis(XJ, -1, 0)).T
+        # The fixed part, -tr(K M_F K M_E) with K = M M^T, as -Y^T Y where
+        # Y_E = M^T M_E M and M_E = sum_t W_t E W_t; N[i, j, a, b] = (M_E)_ij
+        # for E = e_a e_b^T.
+        N = WW.reshape(p, p, p, p).transpose(0, 3, 1, 2)
+        Y = (M.T @ np.moveaxis(along_l(N), -1, 0) @ M).reshape(len(rows), -1)
+        HL -= Y @ Y.T
+        B = M.T @ along_l((W.transpose(1, 2, 0).reshape(pp, n_tasks) @ h).reshape(p, p, p))
+        HL -= (2.0 * m / Q) * (B.T @ B)
+        v = 2.0 * (h.T @ h @ L)[rows, cols]
+        HL -= (m / Q**2) * np.outer(v, v)
+        # Second derivative of Psi = L L^T itself, against df/dPsi.
+        HL += 2.0 * out["grad_psi"][np.ix_(rows, rows)] * (cols[:, None] == cols[None, :])
+        return 0.5 * (HL + HL.T)
 
     def log_likelihood(self, deviance):
         """REML log-likelihood at a profiled deviance (statsmodels' and lme4's convention)."""
@@ -152,49 +209,114 @@ class REMLProblem:
         return -0.5 * (deviance + n * (1.0 + np.log(2.0 * np.pi / n))) + 0.5 * self.log_weights
 
     def fit(self, max_iter, tol, verbose=0):
-        """Minimize the deviance over ``L`` with L-BFGS-B, diagonal of ``L`` >= 0.
+        """Minimize the deviance over ``L`` by Newton's method.
 
-        The optimization runs on standardized columns (centered when there is
-        an intercept, unit variance): ``Z' = Z T`` leaves the likelihood
-        unchanged with ``L = T L'`` and makes the entries of ``L'``
-        comparable.
+        The optimization runs on an orthonormal basis of the standardized
+        columns (centered when there is an intercept, unit variance, then
+        rotated onto the column space of the pooled design): ``Z' = Z B``
+        leaves the likelihood unchanged with ``L = B L'``, makes the entries
+        of ``L'`` comparable, and drops the directions no task's design
+        reaches (a complete one-hot block next to the intercept), along which
+        the deviance is flat and Newton's system singular.
+
+        Newton's method runs on the lower triangle of ``L'`` with the exact
+        Hessian (:meth:`hessian`), shifted towards the identity until it is
+        positive definite, and a backtracking (Armijo) line search. ``Psi =
+        L L^T`` is positive semi-definite for every ``L``, so no step leaves
+        the feasible set and a variance that is truly zero is reached as a
+        zero column of ``L``.
 
         Optimality is checked over covariance matrices, not only over ``L``:
         a zero column of ``L`` is a stationary point of the deviance in ``L``
-        whatever the gradient in ``Psi = L L^T`` says, so at the end the
-        gradient in ``Psi`` must be positive semi-definite (no added variance
-        in any direction lowers the deviance). When it is not, the fit steps
-        along the offending direction and restarts.
+        whatever the gradient in ``Psi`` says, so at the end the gradient in
+        ``Psi`` must be positive semi-definite (no added variance in any
+        direction lowers the deviance). When it is not, the fit steps along
+        the offending direction and restarts.
 
         The deviance is a sum over the ``N`` observed labels; the fit stops
-        when the projected gradient in ``L`` and the most negative eigenvalue
-        of the gradient in ``Psi``, divided by ``N``, are below ``tol``.
+        when the gradient in ``L`` and the most negative eigenvalue of the
+        gradient in ``Psi``, divided by ``N``, are below ``tol``.
 
         Returns
         -------
-        L : ndarray of shape (p, p)
+        L : ndarray of shape (p, r)
+            ``Psi = L L^T``; ``r`` is the rank of the pooled design.
         n_iter : int
+            Newton iterations, over all restarts.
         kkt : float
             The larger of the two optimality measures, divided by ``N``.
         message : str
-            Why L-BFGS-B stopped last.
+            Why the last Newton run stopped.
         """
         T = self._standardizer()
+        B = T @ _fixed_basis(T.T @ self.G.sum(axis=0) @ T)
         inner = REMLProblem(
-            T.T @ self.G @ T, self.g @ T, self.yy, self.n_obs, self.log_weights,
+            B.T @ self.G @ B, self.g @ B, self.yy, self.n_obs, self.log_weights,
             self.n_jobs, self.has_intercept,
         )
         abs_tol = tol * self.n_obs
-        L = np.diag(np.full(self.p, np.sqrt(0.1)))
+        L = np.diag(np.full(inner.p, np.sqrt(0.1)))
         n_iter = 0
         for _ in range(_MAX_RESTARTS):
-            L, nit, pg, message = inner._fit(L, max(max_iter - n_iter, 1), abs_tol * _INNER_TOL, verbose)
+            L, nit, grad_norm, message = inner._newton(
+                L, max_iter - n_iter, abs_tol, verbose
+            )
             n_iter += nit
             violation, direction = inner._cone_violation(L)
             if violation <= abs_tol or n_iter >= max_iter:
                 break
             L = inner._step_off_boundary(L, direction)
-        return T @ L, n_iter, max(pg, violation) / self.n_obs, message
+        return B @ L, max(n_iter, 1), max(grad_norm, violation) / self.n_obs, message
+
+    def _newton(self, L, max_iter, tol, verbose):
+        """Levenberg-Marquardt-damped Newton on the lower triangle of ``L``.
+
+        Stops when ``max|grad| <= tol``. The damping ``mu`` (the step solves
+        ``(H + mu I) s = -grad``) follows Nielsen's rule from the ratio of the
+        actual to the predicted decrease: it falls towards 0 (pure Newton,
+        quadratic convergence) near the optimum and rises where the
+        quadratic model is poor or ``H`` is indefinite.
+        """
+        out = self.evaluate(L)
+        x = L[self.tril]
+        grad = out["grad"][self.tril]
+        H = None
+        mu, nu = 0.0, 2.0
+        n_iter = 0
+        message = "maximum number of iterations reached"
+        while n_iter < max_iter:
+            if np.max(np.abs(grad)) <= tol:
+                message = "gradient below tolerance"
+                break
+            n_iter += 1
+            if H is None:
+                H = self.hessian(out, L)
+                # Damping restarts from this scale when a step fails.
+                mu_scale = 1e-4 * max(np.abs(np.diag(H)).max(initial=0.0), 1e-12)
+            step, mu = _damped_step(H, grad, mu)
+            predicted = -(grad @ step + 0.5 * step @ H @ step)
+            new = self.evaluate(self.factor(x + step))
+            actual = out["deviance"] - new["deviance"]
+            rho = actual / predicted if predicted > 0 else -1.0
+            if rho > 0:
+                x = x + step
+                L, out, H = self.factor(x), new, None
+                grad = out["grad"][self.tril]
+                mu *= max(1.0 / 3.0, 1.0 - (2.0 * rho - 1.0) ** 3)
+                nu = 2.0
+                if verbose:
+                    print(f"[REML] iteration {n_iter}: deviance {out['deviance']:.10g}")
+            else:
+                mu = max(mu * nu, mu_scale)
+                nu *= 2.0
+                if not np.isfinite(mu) or mu > 1e30:
+                    message = (
+                        "no step decreases the deviance (it is flat to "
+                        "floating-point resolution)"
+                    )
+                    break
+        return L, n_iter, float(np.max(np.abs(grad))), message
+
 
     def _cone_violation(self, L):
         """How much adding variance along some direction would lower the deviance.
@@ -237,30 +359,15 @@ class REMLProblem:
         T[:, :d] /= scale
         return T
 
-    def _fit(self, L0, max_iter, tol, verbose):
-        rows, cols = self.tril
-        bounds = [(0.0, None) if i == j else (None, None) for i, j in zip(rows, cols)]
 
-        def fun(params):
-            res = self.evaluate(self.factor(params))
-            return res["deviance"], res["grad"][self.tril]
-
-        callback = None
-        if verbose:
-            def callback(intermediate_result):
-                print(f"[REML] deviance {intermediate_result.fun:.10g}")
-
-        res = minimize(
-            fun,
-            L0[self.tril],
-            jac=True,
-            method="L-BFGS-B",
-            bounds=bounds,
-            callback=callback,
-            options={"maxiter": max_iter, "gtol": tol, "ftol": 0.0, "maxcor": 20},
-        )
-        # L-BFGS-B's projected gradient x - clip(x - g): next to the bound
-        # 0 a positive slope counts only as far as the bound.
-        lower = np.array([-np.inf if b[0] is None else b[0] for b in bounds])
-        pg = res.x - np.clip(res.x - res.jac, lower, np.inf)
-        return self.factor(res.x), int(max(res.nit, 1)), float(np.max(np.abs(pg))), str(res.message)
+def _damped_step(H, grad, mu):
+    """``-(H + mu I)^-1 grad`` and the ``mu`` used: doubled until ``H + mu I`` is positive definite."""
+    eye = np.eye(len(H))
+    floor = 1e-12 * max(np.abs(np.diag(H)).max(initial=0.0), 1.0)
+    while True:
+        try:
+            chol = scipy.linalg.cho_factor(H + mu * eye)
+        except np.linalg.LinAlgError:
+            mu = max(2.0 * mu, floor)
+            continue
+        return -scipy.linalg.cho_solve(chol, grad), mu

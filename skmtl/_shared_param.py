@@ -7,11 +7,10 @@ import numpy as np
 import scipy.linalg
 from scipy.optimize import minimize
 from sklearn.exceptions import ConvergenceWarning
-from threadpoolctl import threadpool_limits
 
 from ._base import Interval, MultiTaskRegressorBase, StrOptions
 from ._losses import LOSSES
-from ._parallel import map_task_chunks
+from ._parallel import map_task_chunks, single_blas_thread
 from ._reml import REMLProblem
 
 
@@ -103,7 +102,7 @@ def _solve_reml(data, alpha_shared, fit_intercept, max_iter, tol, n_jobs, verbos
     # Each iteration is hundreds of p x p products: a multi-threaded BLAS
     # spends more on waking threads than it saves (20x slower measured on 2
     # cores), so the REML iterations run with one BLAS thread.
-    with threadpool_limits(limits=1, user_api="blas"):
+    with single_blas_thread():
         L, n_iter, grad_norm, message = problem.fit(max_iter, tol, verbose)
     res = problem.evaluate(L, gradient=False)
     sigma2 = res["rss"] / problem.dof
@@ -242,18 +241,23 @@ class SharedParamRegressor(MultiTaskRegressorBase):
         ``'lbfgs'``: L-BFGS on the joint objective. ``'auto'``: ``'cholesky'``
         for the squared loss, ``'lbfgs'`` for Huber.
     max_iter : int, default=1000
-        Maximum number of L-BFGS iterations.
+        Maximum number of L-BFGS iterations (Newton iterations with
+        ``alpha_task='auto'``).
     tol : float, default=1e-4
         L-BFGS stops when the largest absolute entry of the gradient of the
         objective is below ``tol``. With ``alpha_task='auto'``: when the
-        largest absolute entry of the projected gradient of the REML deviance,
-        divided by the number of observed labels, is below ``tol``.
+        largest absolute entry of the gradient of the REML deviance in the
+        Cholesky factor of :math:`\\Sigma / \\sigma^2`, and the most negative
+        eigenvalue of its gradient in :math:`\\Sigma / \\sigma^2` (a variance
+        that would still lower the deviance), divided by the number of
+        observed labels, are below ``tol``.
     n_jobs : int, default=None
         Number of jobs for the per-task steps, through joblib. ``None`` means
         1 (a plain loop) even inside a :func:`joblib.parallel_config` context.
         ``-1`` means all processors.
     verbose : int, default=0
-        Print the objective at every L-BFGS iteration when positive.
+        Print the objective at every L-BFGS (or REML Newton) iteration when
+        positive.
 
     Attributes
     ----------
@@ -284,8 +288,8 @@ class SharedParamRegressor(MultiTaskRegressorBase):
         Only with ``alpha_task='auto'``: the maximized REML log-likelihood, in
         the convention of statsmodels' ``MixedLM`` and lme4.
     n_iter_ : int
-        L-BFGS iterations (REML iterations with ``alpha_task='auto'``); 1 for
-        the direct solve.
+        L-BFGS iterations (REML Newton iterations with ``alpha_task='auto'``);
+        1 for the direct solve.
     n_features_in_ : int
         Number of columns of ``X`` seen in fit, task column included.
     feature_names_in_ : ndarray of shape (n_features_in_,)
@@ -404,8 +408,8 @@ class SharedParamRegressor(MultiTaskRegressorBase):
             if grad_norm > self.tol:
                 warnings.warn(
                     f"REML estimation did not converge in {n_iter} iterations: its "
-                    f"optimality measure (projected gradient of the deviance per "
-                    f"observation) is {grad_norm:.3g} > tol={self.tol:g}. L-BFGS-B "
+                    f"optimality measure (gradient of the deviance per observation) "
+                    f"is {grad_norm:.3g} > tol={self.tol:g}. Newton's method "
                     f"stopped with: {message}. If it ran out of iterations increase "
                     "max_iter; if it could not decrease further, tol is below what "
                     "floating point resolves on this data.",

@@ -20,11 +20,12 @@ _MIN_SIZE, _MAX_SIZE = 8.0, 160.0
 
 
 def _observed_counts(y_true, task):
-    """Number of observed (non-NaN) labels of each task, in per_task_score's order."""
+    """Number of observed (non-NaN) labels and label of each task, in per_task_score's order."""
     y_true = np.asarray(y_true, dtype=np.float64)
     observed = ~np.isnan(y_true)
     if task is None:
-        return observed.reshape(len(y_true), -1).sum(axis=0), None
+        counts = observed.reshape(len(y_true), -1).sum(axis=0)
+        return counts, np.arange(len(counts))
     labels, codes = np.unique(np.asarray(task), return_inverse=True)
     return np.bincount(codes, weights=observed, minlength=len(labels)).astype(int), labels
 

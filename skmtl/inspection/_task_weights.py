@@ -89,6 +89,7 @@ class TaskWeightsDisplay:
         """
         check_matplotlib_support(f"{type(self).__name__}.plot")
         import matplotlib.pyplot as plt
+        from matplotlib.ticker import MaxNLocator
 
         weights = np.asarray(self.task_weights_history, dtype=np.float64)
         losses = np.asarray(self.loss_curve, dtype=np.float64)
@@ -122,8 +123,11 @@ class TaskWeightsDisplay:
         axes[0].set(xlabel="round", ylabel="task weight", title="Task weights")
         axes[1].set(xlabel="round", ylabel="task loss", yscale="log",
                     title="Per-task training loss")
+        for panel in axes:
+            panel.xaxis.set_major_locator(MaxNLocator(integer=True))
         if n_tasks <= _MAX_LEGEND:
-            axes[1].legend(title="task", loc="best")
+            # Outside the panel: inside, it hides the curves it names.
+            axes[1].legend(title="task", loc="upper left", bbox_to_anchor=(1.02, 1.0))
 
         self.axes_ = np.asarray(axes, dtype=object)
         self.figure_ = axes[0].figure

@@ -231,7 +231,8 @@ def _wide_predictions(seed=0):
 
 def test_per_task_scores_are_each_tasks_r2():
     y_true, y_a, y_b = _wide_predictions()
-    display = PerTaskScoreDisplay.from_predictions(y_true, y_a, y_b, name_a="A", name_b="B")
+    display = PerTaskScoreDisplay.from_predictions(y_true, y_a, y_b, name_a="A", name_b="B",
+                                                   annotate=2)
     observed = ~np.isnan(y_true)
     by_hand_a = [r2_score(y_true[observed[:, t], t], y_a[observed[:, t], t]) for t in range(5)]
     by_hand_b = [r2_score(y_true[observed[:, t], t], y_b[observed[:, t], t]) for t in range(5)]
@@ -254,6 +255,12 @@ def test_per_task_scores_are_each_tasks_r2():
     assert display.line_.get_xy1() == (0.0, 0.0) and display.line_.get_slope() == 1.0
     assert display.ax_.get_xlabel() == "R² of B" and display.ax_.get_ylabel() == "R² of A"
     legend = [t.get_text() for t in display.ax_.get_legend().get_texts()]
+    # The two largest gains and the one loss are labelled at their points.
+    gain = np.subtract(by_hand_a, by_hand_b)
+    labelled = [*np.argsort(gain)[::-1][:2], np.argmin(gain)]
+    assert [a.get_text() for a in display.annotations_] == [str(k) for k in labelled]
+    for annotation, k in zip(display.annotations_, labelled):
+        np.testing.assert_allclose(annotation.xy, (by_hand_b[k], by_hand_a[k]))
     tasks = {1: "1 task"}
     assert legend == [f"A better ({tasks.get(wins.sum(), f'{wins.sum()} tasks')})",
                       f"B better ({tasks.get((~wins).sum(), f'{(~wins).sum()} tasks')})"]
@@ -330,6 +337,8 @@ def test_per_task_score_bad_input():
         PerTaskScoreDisplay(scores_a=[1.0], scores_b=[0.5], metric="r3").plot()
     with pytest.raises(ValueError, match="scores_a and scores_b must be 1-D"):
         PerTaskScoreDisplay(scores_a=[1.0, 0.2], scores_b=[0.5]).plot()
+    with pytest.raises(ValueError, match="annotate must be a non-negative int"):
+        PerTaskScoreDisplay(scores_a=[1.0], scores_b=[0.5]).plot(annotate=-1)
     with pytest.raises(ValueError, match="n_samples must have one label per task"):
         PerTaskScoreDisplay(scores_a=[1.0, 0.2], scores_b=[0.5, 0.1], n_samples=[3]).plot()
 

@@ -4,7 +4,7 @@ import numpy as np
 from sklearn.utils import check_array
 
 from ..metrics import per_task_score
-from ._plotting import check_matplotlib_support, task_labels_or_range
+from ._plotting import check_matplotlib_support, label_text, task_labels_or_range
 
 # Metrics for which a smaller value is better.
 _ERRORS = {"mean_squared_error", "mean_absolute_error"}
@@ -83,6 +83,9 @@ class PerTaskScoreDisplay:
     scatter_ : matplotlib PathCollection
         The points, one per task with both scores; its offsets are
         ``(scores_b, scores_a)``.
+    annotations_ : list of matplotlib Annotation
+        The task labels written next to the largest gains (largest first),
+        then next to the largest losses (largest first).
     line_ : matplotlib AxLine
         The diagonal, where both models score the same.
     ax_ : matplotlib Axes
@@ -123,13 +126,16 @@ class PerTaskScoreDisplay:
         self.name_b = name_b
         self.metric = metric
 
-    def plot(self, ax=None, *, scatter_kwargs=None, line_kwargs=None):
+    def plot(self, ax=None, *, annotate=3, scatter_kwargs=None, line_kwargs=None):
         """Plot the scores of model A against those of model B.
 
         Parameters
         ----------
         ax : matplotlib Axes, default=None
             Axes to plot on. None creates a new figure and axes.
+        annotate : int, default=3
+            Write the task label next to the points of this many tasks with
+            the largest gains and this many with the largest losses (0: none).
         scatter_kwargs : dict, default=None
             Keyword arguments passed to :meth:`matplotlib.axes.Axes.scatter`
             (``c`` or ``s`` replace the colours by gain and sizes by task size).
@@ -158,7 +164,9 @@ class PerTaskScoreDisplay:
                 f"{scores_a.shape} and {scores_b.shape}."
             )
         n_tasks = len(scores_a)
-        task_labels_or_range(self.task_labels, n_tasks)
+        text = label_text(task_labels_or_range(self.task_labels, n_tasks))
+        if not (isinstance(annotate, int) and annotate >= 0):
+            raise ValueError(f"annotate must be a non-negative int; got {annotate!r}.")
         gain = scores_a - scores_b
         if self.metric in _ERRORS:
             gain = -gain
@@ -194,6 +202,15 @@ class PerTaskScoreDisplay:
                        for color, label, count in counts if count]
             ax.legend(handles=handles, loc="best")
 
+        ranked = np.flatnonzero(shown)[np.argsort(gain[shown], kind="stable")]
+        extremes = [k for k in ranked[::-1][:annotate] if gain[k] > 0]
+        extremes += [k for k in ranked[:annotate] if gain[k] < 0]
+        self.annotations_ = [
+            ax.annotate(text[k], (scores_b[k], scores_a[k]), xytext=(4, 4),
+                        textcoords="offset points", fontsize="small")
+            for k in extremes
+        ]
+
         self.gain_ = gain
         self.ax_ = ax
         self.figure_ = ax.figure
@@ -202,7 +219,7 @@ class PerTaskScoreDisplay:
     @classmethod
     def from_predictions(cls, y_true, y_pred_a, y_pred_b, *, task=None, metric="r2",
                          sample_weight=None, name_a="model A", name_b="model B", ax=None,
-                         scatter_kwargs=None, line_kwargs=None):
+                         annotate=3, scatter_kwargs=None, line_kwargs=None):
         """Plot each task's score of two sets of predictions.
 
         Parameters
@@ -228,6 +245,9 @@ class PerTaskScoreDisplay:
             Name of model B.
         ax : matplotlib Axes, default=None
             Axes to plot on. None creates a new figure and axes.
+        annotate : int, default=3
+            Label this many tasks with the largest gains and this many with
+            the largest losses.
         scatter_kwargs : dict, default=None
             Keyword arguments passed to :meth:`matplotlib.axes.Axes.scatter`.
         line_kwargs : dict, default=None
@@ -263,12 +283,13 @@ class PerTaskScoreDisplay:
         n_samples, labels = _observed_counts(y_true, task)
         display = cls(scores_a=scores_a, scores_b=scores_b, task_labels=labels,
                       n_samples=n_samples, name_a=name_a, name_b=name_b, metric=metric)
-        return display.plot(ax=ax, scatter_kwargs=scatter_kwargs, line_kwargs=line_kwargs)
+        return display.plot(ax=ax, annotate=annotate, scatter_kwargs=scatter_kwargs,
+                            line_kwargs=line_kwargs)
 
     @classmethod
     def from_estimator(cls, estimator_a, estimator_b, X, y, *, task=None, metric="r2",
                        sample_weight=None, name_a=None, name_b=None, ax=None,
-                       scatter_kwargs=None, line_kwargs=None):
+                       annotate=3, scatter_kwargs=None, line_kwargs=None):
         """Plot each task's score of two fitted models on the data ``X, y``.
 
         Parameters
@@ -300,6 +321,9 @@ class PerTaskScoreDisplay:
             Name of model B; None means its class name.
         ax : matplotlib Axes, default=None
             Axes to plot on. None creates a new figure and axes.
+        annotate : int, default=3
+            Label this many tasks with the largest gains and this many with
+            the largest losses.
         scatter_kwargs : dict, default=None
             Keyword arguments passed to :meth:`matplotlib.axes.Axes.scatter`.
         line_kwargs : dict, default=None
@@ -343,5 +367,5 @@ class PerTaskScoreDisplay:
             sample_weight=sample_weight,
             name_a=type(estimator_a).__name__ if name_a is None else name_a,
             name_b=type(estimator_b).__name__ if name_b is None else name_b,
-            ax=ax, scatter_kwargs=scatter_kwargs, line_kwargs=line_kwargs,
+            ax=ax, annotate=annotate, scatter_kwargs=scatter_kwargs, line_kwargs=line_kwargs,
         )

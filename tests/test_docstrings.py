@@ -6,6 +6,7 @@ import pytest
 
 import skmtl
 import skmtl.datasets
+import skmtl.inspection
 import skmtl.metrics
 
 numpydoc_validate = pytest.importorskip("numpydoc.validate", reason="numpydoc is in the [test] extra")
@@ -17,7 +18,9 @@ IGNORED = {"GL08", "SA01", "EX01", "ES01", "RT02"}
 
 
 # Public functions: each needs See Also and Examples, like a class.
-FUNCTION_MODULES = [skmtl, skmtl.datasets, skmtl.metrics]
+FUNCTION_MODULES = [skmtl, skmtl.datasets, skmtl.inspection, skmtl.metrics]
+# Public classes: each needs See Also and Examples, and so does each of its methods' owner.
+CLASS_MODULES = [skmtl, skmtl.inspection]
 
 
 def _public_functions():
@@ -29,22 +32,31 @@ def _public_functions():
 
 def _public_objects():
     yield from _public_functions()
-    for name in skmtl.__all__:
-        obj = getattr(skmtl, name)
-        if not inspect.isclass(obj):
-            continue
-        yield f"skmtl.{name}"
-        for meth, value in vars(obj).items():
-            if not meth.startswith("_") and callable(value):
-                yield f"skmtl.{name}.{meth}"
-        for base in obj.__mro__[1:]:
-            if base.__module__.startswith("skmtl"):
-                for meth, value in vars(base).items():
-                    if not meth.startswith("_") and callable(value) and meth not in vars(obj):
-                        yield f"skmtl.{name}.{meth}"
+    for module in CLASS_MODULES:
+        for name in module.__all__:
+            obj = getattr(module, name)
+            if not inspect.isclass(obj):
+                continue
+            path = f"{module.__name__}.{name}"
+            yield path
+            for meth, value in vars(obj).items():
+                if not meth.startswith("_") and callable(_unwrapped(value)):
+                    yield f"{path}.{meth}"
+            for base in obj.__mro__[1:]:
+                if base.__module__.startswith("skmtl"):
+                    for meth, value in vars(base).items():
+                        if not meth.startswith("_") and callable(value) and meth not in vars(obj):
+                            yield f"{path}.{meth}"
 
 
-TOP_LEVEL = {f"skmtl.{name}" for name in skmtl.__all__} | set(_public_functions())
+def _unwrapped(value):
+    """The function behind a classmethod (``from_estimator``), which is not callable itself."""
+    return value.__func__ if isinstance(value, classmethod) else value
+
+
+TOP_LEVEL = {
+    f"{module.__name__}.{name}" for module in CLASS_MODULES for name in module.__all__
+} | set(_public_functions())
 
 
 @pytest.mark.parametrize("import_path", sorted(set(_public_objects())))

@@ -83,13 +83,15 @@ class _Data:
 
     ``task`` holds each row's task label in the long layout and is None in the
     wide one (one target column per task). ``frame`` is the task column and
-    the features as a DataFrame, what ``fit`` trains on (None for School).
+    the features as a DataFrame and ``target_frame`` the target column(s),
+    what ``fit`` trains on (None for School).
     """
 
-    def __init__(self, source, X, y, task, *, features, targets, task_column, frame=None):
+    def __init__(self, source, X, y, task, *, features, targets, task_column, frame=None,
+                 target_frame=None):
         self.source, self.X, self.y, self.task = source, X, y, task
         self.features, self.targets, self.task_column = features, targets, task_column
-        self.frame = frame
+        self.frame, self.target_frame = frame, target_frame
 
     @property
     def layout(self):
@@ -205,7 +207,7 @@ def _read_data(args):
         if empty:
             raise CLIError(f"target column {empty[0]!r} of {path} has no value: every task "
                            "needs at least one label")
-        task, y, model_frame = None, Y, frame[features].astype(np.float64)
+        task, y = None, Y
     else:
         labels = frame[task_column]
         if labels.isna().any():
@@ -213,9 +215,12 @@ def _read_data(args):
             raise CLIError(f"task column {task_column!r} of {path} has a missing label on "
                            f"data row {row + 1}")
         task, y = labels.to_numpy(), Y[:, 0]
-        model_frame = frame[[task_column]].assign(**dict(zip(features, X.T)))
+    # What fit trains on: the checked columns as they were read, as a user
+    # would pass them in Python (the same array layouts, so the same bits).
+    model_frame = frame[([] if task_column is None else [task_column]) + features]
     return _Data(str(path), X, y, task, features=[str(f) for f in features],
-                 targets=[str(t) for t in targets], task_column=task_column, frame=model_frame)
+                 targets=[str(t) for t in targets], task_column=task_column, frame=model_frame,
+                 target_frame=frame[targets] if task_column is None else frame[targets[0]])
 
 
 # -------------------------------------------------------- compare: models
@@ -617,7 +622,7 @@ def _fit(args):
     estimator = MODEL_TYPES[args.model_type]()
     params = _parse_params(args.param, estimator)
     estimator.set_params(task_column=data.task_column, **params)
-    y = data.y if data.task is not None else data.y.reshape(len(data.y), -1)
+    y = data.target_frame
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
@@ -653,7 +658,10 @@ def _load_model(path):
                        "only skmtl's estimators, numpy and builtins are trusted")
     print(f"skmtl: trusting types: {', '.join(untrusted) or '(none)'}", file=sys.stderr)
     bundle = sio.load(path, trusted=untrusted)
-    if not isinstance(bundle, dict) or bundle.get("format") != MODEL_FORMAT:
+    # skops trusts scikit-learn's own classes without listing them: check
+    # what was loaded as well.
+    if (not isinstance(bundle, dict) or bundle.get("format") != MODEL_FORMAT
+            or not isinstance(bundle.get("estimator"), tuple(MODEL_TYPES.values()))):
         raise CLIError(f"{path} is not a model saved by 'skmtl fit'")
     return bundle
 
@@ -666,8 +674,10 @@ def _predict(args):
     columns = [str(c) for c in estimator.feature_names_in_]
     _check_columns(frame, columns, args.data, "model")
     task_column = estimator.task_column
-    X = frame[columns].assign(**{c: _numeric(frame, c, args.data, "feature")
-                                 for c in columns if c != task_column})
+    for c in columns:
+        if c != task_column:
+            _numeric(frame, c, args.data, "feature")
+    X = frame[columns]
     if task_column is not None and frame[task_column].isna().any():
         row = np.flatnonzero(frame[task_column].isna().to_numpy())[0]
         raise CLIError(f"task column {task_column!r} of {args.data} has a missing label on "

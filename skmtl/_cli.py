@@ -568,14 +568,16 @@ def _results_figure(data, protocol, summary):
     # leaves matplotlib's global backend alone.
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(8, 1.5 + 0.5 * len(summary)), layout="constrained")
+    fig = Figure(figsize=(9, 1.8 + 0.5 * len(summary)), layout="constrained")
     ax = fig.add_subplot()
     positions = np.arange(len(summary))[::-1]
-    ax.barh(positions, [r["score_mean"] for r in summary],
-            xerr=[r["score_std"] for r in summary], capsize=4, color="tab:blue")
+    means = [r["score_mean"] for r in summary]
+    bars = ax.barh(positions, means, xerr=[r["score_std"] for r in summary], capsize=4,
+                   color="tab:blue")
+    ax.bar_label(bars, labels=[f"{m:.3f}" for m in means], label_type="center", color="white")
     ax.set_yticks(positions, [r["label"] for r in summary])
     ax.set_xlabel(f"{SCORE_NAME}\nmean ± std over {protocol['cv']} folds")
-    ax.set_title(data.describe(), fontsize="medium")
+    ax.set_title(data.describe().replace(": ", ":\n", 1), fontsize="medium")
     return fig
 
 

@@ -426,6 +426,10 @@ def _compare(args):
     models = _parse_models(args.models)
     if args.cv < 2:
         raise CLIError(f"--cv must be at least 2, got {args.cv}")
+    if args.n_jobs == 0:
+        raise CLIError("--n-jobs must not be 0: use 1 for no parallelism or -1 for all cores")
+    if args.random_state < 0:
+        raise CLIError(f"--random-state must be 0 or more, got {args.random_state}")
     tqdm = _require("tqdm").tqdm
     if args.output is not None:
         _require("matplotlib")
@@ -449,7 +453,8 @@ def _compare(args):
     try:
         folds = _splits(X, data.task, args.cv, args.random_state)
     except ValueError as exc:
-        raise CLIError(f"--cv {args.cv}: {_one_line(exc)}") from None
+        raise CLIError(f"cannot make {args.cv} folds (--cv) of {data.source}: "
+                       f"{_one_line(exc)}") from None
 
     if data.task is not None:
         _, counts = np.unique(data.task, return_counts=True)
@@ -748,14 +753,15 @@ def _build_parser():
             "ridge-per-task and pooled-ridge: RidgeCV, alpha from logspace(-3, 3, 7) by "
             "leave-one-out."))
     _add_data_options(compare, required=False)
-    compare.add_argument("--cv", type=int, default=5, help="number of folds (default: 5)")
-    compare.add_argument("--models", default=",".join(MODELS),
+    compare.add_argument("--cv", type=int, default=5, metavar="K",
+                         help="number of folds (default: 5)")
+    compare.add_argument("--models", default=",".join(MODELS), metavar="LIST",
                          help=f"comma-separated models (default: {','.join(MODELS)})")
-    compare.add_argument("--n-jobs", type=int, default=None,
+    compare.add_argument("--n-jobs", type=int, default=None, metavar="N",
                          help="fits run in parallel (joblib; -1: all cores; default: 1)")
     compare.add_argument("--output", metavar="DIR",
                          help="write results.csv, results.json and results.png to DIR")
-    compare.add_argument("--random-state", type=int, default=0,
+    compare.add_argument("--random-state", type=int, default=0, metavar="SEED",
                          help="seed of the folds and of SharedObjectiveRegressor (default: 0)")
     compare.set_defaults(func=_compare)
 

@@ -168,8 +168,9 @@ def test_compare_wide_layout_with_missing_labels(wide_csv, tmp_path, capsys):
     for train, test in KFold(2, shuffle=True, random_state=0).split(X):
         scaler = StandardScaler().fit(X[train])
         Xtr, Xte = scaler.transform(X[train]), scaler.transform(X[test])
+        labelled = ~np.isnan(Y[train])
         per_task = np.column_stack([
-            RidgeCV(alphas=ALPHAS).fit(Xtr[~np.isnan(Y[train, t])], Y[train, t][~np.isnan(Y[train, t])])
+            RidgeCV(alphas=ALPHAS).fit(Xtr[labelled[:, t]], Y[train][labelled[:, t], t])
             .predict(Xte) for t in range(3)
         ])
         rows, cols = np.nonzero(~np.isnan(Y[train]))
@@ -331,6 +332,11 @@ def _long_args(path):
             "--models", "pooled-ridge"]
 
 
+def _fit_args(path, model_dir, *extra):
+    return ["fit", "--data", path, "--target", "y", "--task-column", "school", *extra,
+            "--model", model_dir / "m.skops"]
+
+
 BAD_INPUT = {
     "missing file": (lambda d, csv_: _long_args(d / "nope.csv"), "no such file"),
     "empty file": (lambda d, csv_: _long_args(_write(d / "e.csv", "")), "is empty"),
@@ -341,7 +347,8 @@ BAD_INPUT = {
                          "school"], "target column 'score' is not in"),
     "missing task column": (
         lambda d, csv_: ["fit", "--data", csv_, "--target", "y", "--task-column", "class",
-                         "--model", d / "m.skops"], "task column 'class' is not in"),
+                         "--model", d / "m.skops"],
+        "task column 'class' is not in"),
     "missing feature column": (lambda d, csv_: _long_args(csv_) + ["--features", "a", "zz"],
                                "feature column 'zz' is not in"),
     "non-numeric feature": (
@@ -362,16 +369,13 @@ BAD_INPUT = {
     "column option without data": (lambda d, csv_: ["compare", "--target", "y"],
                                    "--target goes with --data"),
     "param without =": (
-        lambda d, csv_: ["fit", "--data", csv_, "--target", "y", "--task-column", "school",
-                         "--param", "alpha", "--model", d / "m.skops"],
+        lambda d, csv_: _fit_args(csv_, d, "--param", "alpha"),
         "--param 'alpha' is not of the form key=value"),
     "unknown param": (
-        lambda d, csv_: ["fit", "--data", csv_, "--target", "y", "--task-column", "school",
-                         "--param", "depth=3", "--model", d / "m.skops"],
+        lambda d, csv_: _fit_args(csv_, d, "--param", "depth=3"),
         "has no parameter 'depth'"),
     "bad param value": (
-        lambda d, csv_: ["fit", "--data", csv_, "--target", "y", "--task-column", "school",
-                         "--param", "alpha_task=-1", "--model", d / "m.skops"],
+        lambda d, csv_: _fit_args(csv_, d, "--param", "alpha_task=-1"),
         "'alpha_task' parameter of SharedParamRegressor"),
     "missing model file": (
         lambda d, csv_: ["predict", "--model", d / "none.skops", "--data", csv_],

@@ -52,8 +52,9 @@ SHARED_FEATURE_ALPHA_RATIOS = (0.3, 0.1, 0.03, 0.01)
 SHARED_OBJECTIVE_ALPHAS = (1e-2, 1e-1, 1.0)
 SCORE_NAME = "pooled explained variance (R^2 over all held-out labels)"
 MODEL_FORMAT = "skmtl-cli-model"
-# skops lists every type that a file would make it instantiate; a model saved
-# by ``skmtl fit`` holds skmtl estimators, numpy arrays and builtins only.
+# skops.io.get_untrusted_types lists the types in a file that skops does not
+# trust by default; in a model saved by ``skmtl fit`` these are skmtl's own
+# estimators, so any type there from outside these modules is refused.
 TRUSTED_MODULES = ("skmtl", "numpy", "builtins")
 
 
@@ -835,5 +836,5 @@ def main(argv=None):
     try:
         return args.func(args)
     except CLIError as exc:
-        print(f"skmtl: error: {exc}", file=sys.stderr)
+        print(f"skmtl: error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_ERROR

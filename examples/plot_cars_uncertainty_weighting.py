@@ -109,10 +109,11 @@ fig, (ax0, ax1, ax2) = plt.subplots(1, 3, figsize=(13, 3.8))
 width = 0.27
 for i, (name, color) in enumerate(zip(scores, ("tab:gray", "tab:blue", "tab:orange"))):
     ax0.bar(np.arange(4) + (i - 1) * width, scores[name], width, label=name, color=color)
-ax0.set_xticks(np.arange(4), targets)
+ax0.set_xticks(np.arange(4), targets, fontsize=8)
+ax0.set_ylim(0, 1.15)
 ax0.set_ylabel("cross-validated $R^2$")
 ax0.set_title("Each target's score")
-ax0.legend(fontsize=8, loc="lower left")
+ax0.legend(fontsize=8, loc="upper center", ncols=3)
 
 rounds = np.arange(1, model.n_iter_ + 1)
 for t, name in enumerate(targets):

@@ -100,7 +100,8 @@ for i, (protocol, color) in enumerate((("known classes", "tab:blue"), ("new clas
 ax.set_xticks(np.arange(len(names)), names)
 ax.set_ylabel("test $R^2$ (bars: mean, dots: folds)")
 ax.set_title("nlschools: 4-fold cross-validation")
-ax.legend(loc="lower left")
+ax.set_ylim(0, 0.65)
+ax.legend(loc="upper right", ncols=2)
 fig.tight_layout()
 plt.show()
 

@@ -21,6 +21,7 @@ and then look at which schools gain from sharing.
 # ---------------------------------------------
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.ticker import NullFormatter
 from sklearn.linear_model import RidgeCV
 from sklearn.metrics import mean_squared_error, r2_score
 from sklearn.preprocessing import StandardScaler
@@ -96,6 +97,8 @@ ax0.set_title("Pooled test score")
 ax1.scatter(n_train, gain, s=14, c=np.where(gain > 0, "tab:blue", "tab:red"))
 ax1.axhline(0, color="k", lw=0.8)
 ax1.set_xscale("log")
+ax1.set_xticks([20, 50, 100, 200], ["20", "50", "100", "200"])
+ax1.xaxis.set_minor_formatter(NullFormatter())
 ax1.set_xlabel("training students in the school")
 ax1.set_ylabel("test MSE: own Ridge minus shared")
 ax1.set_title("Gain per school (above 0: sharing helps)")

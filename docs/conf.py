@@ -111,3 +111,4 @@ html_show_sourcelink = False
 
 # The class template filters the same methods out of its method table.
 autosummary_context = {"sklearn_generic": SKLEARN_GENERIC}
+smartquotes = False  # labels such as alpha_task='auto' keep their straight quotes

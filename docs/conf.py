@@ -108,7 +108,8 @@ html_theme_options = {
 }
 html_static_path = []
 html_show_sourcelink = False
+# Labels such as alpha_task='auto' keep their straight quotes.
+smartquotes = False
 
 # The class template filters the same methods out of its method table.
 autosummary_context = {"sklearn_generic": SKLEARN_GENERIC}
-smartquotes = False  # labels such as alpha_task='auto' keep their straight quotes

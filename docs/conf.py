@@ -13,6 +13,8 @@ DOCS = Path(__file__).resolve().parent
 REPO = DOCS.parent
 # The checkout being documented, not whichever skmtl happens to be installed.
 sys.path.insert(0, str(REPO))
+# Worker processes started by the doctests (dask) import the same checkout.
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
 sys.path.insert(0, str(DOCS / "_ext"))
 
 import skmtl  # noqa: E402

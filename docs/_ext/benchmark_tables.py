@@ -14,10 +14,8 @@ function of :data:`TABLES`. A change to a JSON file rebuilds the page.
 import functools
 import importlib.util
 import json
-import statistics
 from pathlib import Path
 
-import numpy as np
 from docutils import nodes
 from docutils.parsers.rst import directives
 from docutils.statemachine import StringList
@@ -28,16 +26,39 @@ RESULTS = REPO / "benchmarks" / "results"
 
 
 @functools.cache
-def _run_all():
-    """``benchmarks/run_all.py``, for its model labels and time format.
+def _script(name):
+    """``benchmarks/<name>.py``, for its labels and its own table renderers.
 
-    Loaded from its file (benchmarks are scripts, not a package), so the
-    labels on this page are the ones the script prints.
+    Loaded from its file (benchmarks are scripts, not a package), so that
+    this page shows the results exactly as the script prints them.
     """
-    spec = importlib.util.spec_from_file_location("_skmtl_run_all", REPO / "benchmarks" / "run_all.py")
+    spec = importlib.util.spec_from_file_location(f"_skmtl_{name}", REPO / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def _run_all():
+    return _script("run_all")
+
+
+def _markdown_table(lines):
+    """A Markdown pipe table (as the scripts print it) as an rst list-table."""
+    rows = [[c.strip() for c in line.strip().strip("|").split("|")]
+            for line in lines if line.strip().startswith("|")]
+    rows = [r for r in rows if not all(set(c) <= set("-: ") for c in r)]
+    return _list_table(rows[0], rows[1:])
+
+
+def _markdown_sections(lines):
+    """``## heading`` -> the lines under it."""
+    sections, current = {}, None
+    for line in lines:
+        if line.startswith("## "):
+            current = sections.setdefault(line[3:].strip(), [])
+        elif current is not None:
+            current.append(line)
+    return sections
 
 
 def _list_table(header, rows, *, widths=None, title=None):
@@ -50,15 +71,6 @@ def _list_table(header, rows, *, widths=None, title=None):
         lines.append(f"   * - {first}")
         lines += [f"     - {c}" for c in rest]
     return lines + [""]
-
-
-def _ev(s, digits=3):
-    return f"{s['ev_mean']:.{digits}f} ± {s['ev_std']:.{digits}f}"
-
-
-def _mean_std(values, digits=3):
-    std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
-    return f"{float(np.mean(values)):.{digits}f} ± {std:.{digits}f}"
 
 
 def run_info(results, ra):
@@ -76,36 +88,14 @@ def run_info(results, ra):
     ]
 
 
-def _overview(results, ra, synthetic):
-    keys = [k for k in results["datasets"] if k.startswith("synthetic_") == synthetic]
-    rows = []
-    for name, label in ra.LABELS.items():
-        cells = []
-        for key in keys:
-            summary = results["datasets"][key]["summary"]
-            s = summary.get(name)
-            if s is None:
-                cells.append("n/a")
-            elif not s["n_splits"]:
-                cells.append("killed")
-            else:
-                best = max((n for n in summary if n.startswith("skmtl")),
-                           key=lambda n: summary[n].get("ev_mean", -np.inf))
-                cells.append(f"**{_ev(s)}**" if name == best else _ev(s))
-        if any(c != "n/a" for c in cells):
-            rows.append([label, *cells])
-    return _list_table(["model", *(k.removeprefix("synthetic_") for k in keys)], rows,
-                       widths=[4] + [2] * len(keys))
-
-
 def overview_real(results, ra):
     """Models by real data set: explained variance, best skmtl model in bold."""
-    return _overview(results, ra, synthetic=False)
+    return _markdown_table(_markdown_sections(ra.overview(results))["Real data: explained variance"])
 
 
 def overview_synthetic(results, ra):
     """Models by synthetic structure: explained variance."""
-    return _overview(results, ra, synthetic=True)
+    return _markdown_table(_markdown_sections(ra.overview(results))["Synthetic data: explained variance"])
 
 
 def fit_times(results, ra):
@@ -201,31 +191,14 @@ def shared_param_school(results, ra):
 
 
 def shared_param_auto(results, ra):
-    """bench_shared_param_auto: every contender per data set, over the splits."""
+    """bench_shared_param_auto: every contender per data set, and the targets."""
+    script = _script("bench_shared_param_auto")
     lines = []
-    labels = {
-        "auto_alpha_shared_0": "skmtl 'auto', alpha_shared=0",
-        "auto_alpha_shared_0.01": "skmtl 'auto', alpha_shared=0.01",
-        "auto_reduced": "skmtl 'auto' on the MixedLM design",
-        "grid_search": "skmtl GridSearchCV over alpha_task",
-        "ridge_per_task": "Ridge per task",
-        "ridge_pooled": "Ridge pooled",
-    }
     for key, res in results["datasets"].items():
-        names = {**labels, **{k: v["label"] for k, v in res["mixedlm_variants"].items()}}
-        rows = []
-        for name, runs in res["runs"].items():
-            done = [r for r in runs if not r.get("timeout")]
-            if not done:
-                rows.append([names.get(name, name), "killed", "", ""])
-                continue
-            rows.append([names.get(name, name), _mean_std([r["explained_variance"] for r in done]),
-                         ra._t(statistics.median(r["fit_time_s"] for r in done)),
-                         f"{sum(bool(r['warnings']) for r in done)}/{len(done)}"])
         lines += [f"**{key}** ({res['n_rows']:,} rows, {res['n_tasks']} tasks, "
                   f"{len(res['features'])} features)", ""]
-        lines += _list_table(["contender", "explained variance", "median fit time", "splits with warnings"],
-                             rows, widths=[5, 3, 2, 2])
+        lines += _markdown_table(script.table(res, results["args"]["mixedlm_timeout"]).splitlines())
+        lines += script.target_lines(res).splitlines() + [""]
     return lines
 
 

@@ -16,6 +16,7 @@ sys.path.insert(0, str(REPO))
 # Worker processes started by the doctests (dask) import the same checkout.
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
 sys.path.insert(0, str(DOCS / "_ext"))
+sys.path.insert(0, str(DOCS))
 
 import skmtl  # noqa: E402
 
@@ -40,6 +41,13 @@ exclude_patterns = ["_build", "generated/gallery/*.ipynb", "**.codeobj.json"]
 default_role = "literal"
 
 # -- API reference ----------------------------------------------------------
+import api_reference  # noqa: E402
+
+# Written before autosummary scans the sources for the pages to generate;
+# only when it changes, so that an incremental build does not re-read it.
+_api = api_reference.render()
+if not (DOCS / "api.rst").exists() or (DOCS / "api.rst").read_text() != _api:
+    (DOCS / "api.rst").write_text(_api)
 autosummary_generate = True
 # scikit-learn's generic metadata-routing and set_output methods are left to
 # scikit-learn's documentation: their docstrings refer to its own pages.

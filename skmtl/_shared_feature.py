@@ -714,7 +714,7 @@ class SharedFeatureRegressor(TransformerMixin, MultiTaskRegressorBase):
         layout.
     intercept_ : ndarray of shape (n_tasks,) or float
         Task intercepts :math:`b_t` (0 when ``fit_intercept=False``).
-    components_ : ndarray of shape (n_components_, n_model_features)
+    components_ : ndarray of shape (`n_components_`, n_model_features)
         Shared feature directions: the left singular vectors of ``W`` with
         non-zero singular value (``'trace'``), or one unit row per selected
         feature (``'l21'``).
@@ -728,7 +728,7 @@ class SharedFeatureRegressor(TransformerMixin, MultiTaskRegressorBase):
         Number of iterations run by the solver.
     n_features_in_ : int
         Number of columns of ``X`` seen in fit, task column included.
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Column names of ``X`` seen in fit, when they are all strings.
 
     See Also
@@ -892,7 +892,7 @@ class SharedFeatureRegressor(TransformerMixin, MultiTaskRegressorBase):
 
         Returns
         -------
-        X_new : ndarray of shape (n_samples, n_components_)
+        X_new : ndarray of shape (n_samples, `n_components_`)
             ``X_model @ components_.T``.
         """
         check_is_fitted(self)

@@ -664,7 +664,7 @@ class SharedObjectiveRegressor(MultiTaskRegressorBase):
         Number of tasks.
     n_features_in_ : int
         Number of columns of ``X`` seen in fit, task column included.
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Column names of ``X`` seen in fit, when they are all strings.
 
     See Also

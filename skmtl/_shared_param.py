@@ -292,7 +292,7 @@ class SharedParamRegressor(MultiTaskRegressorBase):
         1 for the direct solve.
     n_features_in_ : int
         Number of columns of ``X`` seen in fit, task column included.
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Column names of ``X`` seen in fit, when they are all strings.
 
     See Also

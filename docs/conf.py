@@ -87,7 +87,7 @@ if os.environ.get("SKMTL_DOCS_INTERSPHINX", "0") != "1":
 sphinx_gallery_conf = {
     "examples_dirs": str(REPO / "examples"),
     "gallery_dirs": "auto_examples",
-    # Only plot_*.py run; quickstart.py is the README's first command.
+    # Only plot_*.py run; quickstart.py is a plain script (the quick start of README.md).
     "filename_pattern": r"/plot_",
     "ignore_pattern": r"__init__\.py|quickstart\.py",
     "abort_on_example_error": True,

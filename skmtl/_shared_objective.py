@@ -332,8 +332,9 @@ def _validation_split(data, fraction, random_state):
     holds out for MLPRegressor; a task whose observed labels would all be
     held out gets its first held-out row (in the random order) back.
 
-    Returns ``train, validation``: task data of the same layout, and a
-    :class:`_Validation` of the held-out rows.
+    Returns ``train, validation, held``: task data of the same layout, a
+    :class:`_Validation` of the held-out rows, and the mask of those rows
+    (in the row order of ``data``).
     """
     rng = check_random_state(random_state)
     n = len(data.X)
@@ -351,7 +352,7 @@ def _validation_split(data, fraction, random_state):
             data.X[keep], data.y[keep], None if sw is None else sw[keep],
             np.concatenate([[0], np.cumsum(sizes - n_held)]),
         )
-        labels = data.codes[held]
+        labels, codes = data.y[held], data.codes[held]
     else:
         order = rng.permutation(n)
         candidates = order[:min(int(np.ceil(fraction * n)), n - 1)]
@@ -364,12 +365,11 @@ def _validation_split(data, fraction, random_state):
         keep = ~held
         Y = np.where(data.mask, data.Y, np.nan)
         train = WideTasks(data.X[keep], Y[keep], None if sw is None else sw[keep])
-        labels = Y[held]
+        labels, codes = Y[held], None
     validation = _Validation(
-        data.layout, data.X[held], labels if data.layout == "wide" else data.y[held],
-        labels if data.layout == "long" else None, None if sw is None else sw[held], train,
+        data.layout, data.X[held], labels, codes, None if sw is None else sw[held], train
     )
-    return train, validation
+    return train, validation, held
 
 
 class _Validation:
@@ -1009,7 +1009,7 @@ class SharedObjectiveRegressor(MultiTaskRegressorBase):
         )
         monitor = None
         if self.early_stopping:
-            data, validation = _validation_split(
+            data, validation, _ = _validation_split(
                 data, self.validation_fraction, self.random_state
             )
             if not validation.scored.any():

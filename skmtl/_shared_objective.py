@@ -397,23 +397,27 @@ class _Validation:
                 minlength=train.n_tasks,
             )
         else:
-            self.mask = ~np.isnan(y)
-            self.Y = np.where(self.mask, y, 0.0)
-            self.W = self.mask * s[:, None]
+            mask = ~np.isnan(y)
+            self.Y = np.where(mask, y, 0.0)
+            self.W = mask * s[:, None]
             held_weight = self.W.sum(axis=0)
-            W = train._row_weights(0, train.n_tasks)
+            W = train.mask if train.sample_weight is None else (
+                train.mask * train.sample_weight[:, None]
+            )
             spread = (W * (train.Y - means) ** 2).sum(axis=0)
         variance = spread / np.maximum(train.task_weight_sums(), np.finfo(float).tiny)
         self.scored = (held_weight > 0) & (variance > 0)
         self.denominator = held_weight * variance
+        self._design = None
 
     def score(self, theta, net):
         """The validation score of the network with parameters ``theta``."""
         _, _, A, b = net.unpack(theta)
-        X = self.X
-        if net.hidden_intercept:
-            X = np.column_stack([X, np.ones(len(X))])
-        H = net.hidden(X, theta)
+        if self._design is None:
+            # Not net.design(): its one cached copy is the training X's.
+            ones = np.ones((len(self.X), int(net.hidden_intercept)))
+            self._design = np.hstack([self.X, ones])
+        H = net.hidden(self._design, theta)
         if self.layout == "long":
             pred = np.einsum("ij,ij->i", H, A[self.codes])
             if b is not None:

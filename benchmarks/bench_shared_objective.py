@@ -19,12 +19,15 @@ training data (80/20, per task in the long layout); only the refit on the
 whole training set with that ``alpha`` is timed and scored. The PyTorch
 column is the same model (shared layer, one linear head per task) with
 Kendall et al.'s uncertainty weighting as usually written in PyTorch:
-learned log-variances, Adam on mini-batches. It is read three ways (the
-rule is in benchmarks/README.md): the time until its test score first
+learned log-variances, Adam on mini-batches. It is read five ways (the
+rules are in benchmarks/README.md): the time until its test score first
 reaches skmtl's (within ``--torch-budget`` epochs, the test evaluations off
 the clock), the time with early stopping on a 10% validation split, and the
 time of ``--torch-epochs`` epochs (its ``alpha`` is picked with fits of
-that many epochs). BLAS (threadpoolctl) and torch are held to the same
+that many epochs); and, against skmtl with ``early_stopping=True``
+(``--validation-fraction``, ``--patience`` rounds), the time until its test
+score first reaches that fit's, and the time with skmtl's early-stopping
+rule (same validation fraction, score, ``tol`` and count, in epochs). BLAS (threadpoolctl) and torch are held to the same
 number of threads (``--threads``, default 1) for every contender. Fit times
 are medians over ``--repeats`` runs, in which the contenders take turns;
 scores are the median over the same runs.
@@ -36,6 +39,7 @@ Usage::
 
 import argparse
 import json
+import os
 import platform
 import time
 import warnings
@@ -52,6 +56,8 @@ from threadpoolctl import threadpool_limits
 from skmtl import SharedObjectiveRegressor
 
 DEFAULT_SCHOOL = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "school.mat"
+# The improvement of the validation score that early stopping counts.
+SKMTL_TOL = SharedObjectiveRegressor().tol
 
 
 def load_school(path, seed):
@@ -100,12 +106,13 @@ def wide_score(Y, P):
 # -------------------------------------------------------------- contenders
 
 
-def run_skmtl(data, args, seed, alpha):
+def run_skmtl(data, args, seed, alpha, early_stopping=False):
     X, y, Xt, yt, layout = data
     model = SharedObjectiveRegressor(
         n_components=args.hidden, activation=args.activation, task_weights="uncertainty",
         alpha=alpha, task_column=0 if layout == "long" else None, random_state=seed,
-        max_iter=args.max_rounds,
+        max_iter=args.max_rounds, early_stopping=early_stopping,
+        validation_fraction=args.validation_fraction, n_iter_no_change=args.patience,
     )
     start = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
@@ -113,7 +120,16 @@ def run_skmtl(data, args, seed, alpha):
         model.fit(X, y)
     elapsed = time.perf_counter() - start
     score = model.score(Xt, yt)
-    return elapsed, score, {"n_rounds": int(model.n_iter_), "converged": not caught}
+    info = {"n_rounds": int(model.n_iter_), "converged": not caught}
+    if early_stopping:
+        info["best_round"] = int(np.argmax(model.validation_scores_)) + 1
+        info["validation_scores"] = model.validation_scores_.tolist()
+    return elapsed, score, info
+
+
+def run_skmtl_early_stopping(data, args, seed, alpha):
+    """skmtl with ``early_stopping=True`` (``--validation-fraction``, ``--patience``)."""
+    return run_skmtl(data, args, seed, alpha, early_stopping=True)
 
 
 def run_mlp(data, args, seed, alpha):
@@ -170,15 +186,20 @@ def _torch_model(X, y, layout, args, seed):
         value = (0.5 * torch.exp(-log_var) * mse + 0.5 * log_var)[present].sum()
         return value + 0.5 * alpha * (shared.weight.pow(2).sum() + heads.weight.pow(2).sum())
 
-    def score(Xe, ye):
-        """The score of the benchmark (see ``wide_score``) on ``Xe, ye``."""
+    def predict(Xe):
+        """Each row's prediction for its task (long), or one column per task (wide)."""
         features = Xe[:, 1:] if layout == "long" else Xe
         with torch.no_grad():
             out = heads(act(shared(torch.as_tensor(features)))).numpy()
         if layout == "long":
-            return r2_score(ye, out[np.arange(len(out)), Xe[:, 0].astype(np.int64)])
-        return wide_score(ye, out)
+            return out[np.arange(len(out)), Xe[:, 0].astype(np.int64)]
+        return out
 
+    def score(Xe, ye):
+        """The score of the benchmark (see ``wide_score``) on ``Xe, ye``."""
+        return r2_score(ye, predict(Xe)) if layout == "long" else wide_score(ye, predict(Xe))
+
+    score.predict = predict
     return params, loss, score, len(Xtr)
 
 
@@ -241,6 +262,60 @@ def run_torch_early_stopping(data, args, seed, alpha):
     return elapsed, score(Xt, yt), {"n_epochs": epoch, "best_epoch": best_epoch}
 
 
+def skmtl_validation_score(X, y, Xv, yv, layout):
+    """SharedObjectiveRegressor's validation score, as a function of the predictions
+    of ``Xv``: the mean over tasks of ``1 - MSE_t / Var_t``, with ``MSE_t`` on
+    the task's held-out rows and ``Var_t`` the variance of its training labels."""
+    if layout == "wide":
+        variance = y.var(axis=0)
+        return lambda pred: float(np.mean(1 - ((yv - pred) ** 2).mean(axis=0) / variance))
+    train, held = X[:, 0].astype(np.int64), Xv[:, 0].astype(np.int64)
+    n_tasks = int(max(train.max(), held.max())) + 1
+    count = np.maximum(np.bincount(train, minlength=n_tasks), 1)
+    mean = np.bincount(train, y, n_tasks) / count
+    variance = np.bincount(train, (y - mean[train]) ** 2, n_tasks) / count
+    n_held = np.bincount(held, minlength=n_tasks)
+    scored = (n_held > 0) & (variance > 0)
+
+    def score(pred):
+        mse = np.bincount(held, (yv - pred) ** 2, n_tasks) / np.maximum(n_held, 1)
+        return float(np.mean(1 - mse[scored] / variance[scored]))
+
+    return score
+
+
+def run_torch_early_stopping_same_rule(data, args, seed, alpha):
+    """Adam with SharedObjectiveRegressor's early-stopping rule, epochs for rounds.
+
+    The same validation fraction, validation score (:func:`skmtl_validation_score`),
+    ``tol`` (1e-4) and count: stop once more than ``--patience`` epochs in a
+    row did not beat the best validation score by ``tol``; keep the best
+    epoch's weights. The validation passes are on the clock.
+    """
+    import torch
+
+    _, _, Xt, yt, layout = data
+    X, y, Xv, yv, _ = validation_split(data, seed=seed, fraction=args.validation_fraction)
+    params, loss, score, n = _torch_model(X, y, layout, args, seed)
+    validation_score = skmtl_validation_score(X, y, Xv, yv, layout)
+    optimizer = torch.optim.Adam(params, lr=args.torch_lr)
+    best, best_params, best_epoch, epoch, no_improvement = -np.inf, None, 0, 0, 0
+    start = time.perf_counter()
+    while epoch < args.torch_budget and no_improvement <= args.patience:
+        epoch += 1
+        _torch_epoch(optimizer, loss, n, alpha, args)
+        current = validation_score(score.predict(Xv))
+        no_improvement = no_improvement + 1 if current < best + SKMTL_TOL else 0
+        if current > best:
+            best, best_epoch = current, epoch
+            best_params = [p.detach().clone() for p in params]
+    with torch.no_grad():
+        for p, saved in zip(params, best_params):
+            p.copy_(saved)
+    elapsed = time.perf_counter() - start
+    return elapsed, score(Xt, yt), {"n_epochs": epoch, "best_epoch": best_epoch}
+
+
 def validation_split(data, seed=0, fraction=0.2):
     """Hold out ``fraction`` of the training part (within each task in the long layout)."""
     X, y, _, _, layout = data
@@ -284,35 +359,57 @@ def run_torch_budget(data, args, seed, alpha):
     return run_torch(data, args, seed, alpha, epochs=args.torch_budget)
 
 
-def torch_rows(alpha, validation, budget_runs, early_runs, target, args):
-    """The three readings of the PyTorch version (see the README).
-
-    Each budgeted run gives the fixed-epoch reading and the training time
-    until the test score first reaches ``target`` (skmtl's median test
-    score); the early-stopping runs are separate fits.
-    """
-    fixed, equal = [], []
+def equal_quality(alpha, validation, budget_runs, target):
+    """The training time until the test score first reaches ``target``, per budgeted run."""
+    equal = []
     for _, _, info in budget_runs:
         curve = info["curve"]
-        epoch = min(args.torch_epochs, len(curve)) - 1
-        fixed.append((*curve[epoch], {"n_epochs": epoch + 1}))
         hits = [e for e, (_, score) in enumerate(curve) if score >= target]
         best = max(range(len(curve)), key=lambda e: curve[e][1])
         e = hits[0] if hits else best
         equal.append((*curve[e], {
             "n_epochs": e + 1, "reached": bool(hits), "target": target,
-            "budget_time": curve[-1][0], "curve": curve,
+            "budget_time": curve[-1][0],
         }))
+    row = summarize(alpha, validation, equal)
+    row["reached"] = all(r[2]["reached"] for r in equal)
+    row["budget_time_median"] = float(np.median([r[2]["budget_time"] for r in equal]))
+    return row
+
+
+def torch_rows(alpha, validation, budget_runs, early_runs, same_rule_runs, targets, args):
+    """The readings of the PyTorch version (see the README).
+
+    Each budgeted run gives the fixed-epoch reading and the training time
+    until the test score first reaches each of ``targets`` (skmtl's median
+    test score, without and with early stopping); the early-stopping runs
+    are separate fits.
+    """
+    fixed = []
+    for _, _, info in budget_runs:
+        curve = info["curve"]
+        epoch = min(args.torch_epochs, len(curve)) - 1
+        fixed.append((*curve[epoch], {"n_epochs": epoch + 1}))
     rows = {
         f"torch {args.torch_epochs} epochs": summarize(alpha, validation, fixed),
-        "torch equal quality": summarize(alpha, validation, equal),
+        "torch equal quality": equal_quality(alpha, validation, budget_runs, targets[0]),
         "torch early stopping": summarize(alpha, validation, early_runs),
+        "torch equal quality to skmtl ES": equal_quality(
+            alpha, validation, budget_runs, targets[1]
+        ),
+        "torch ES, skmtl's rule": summarize(alpha, validation, same_rule_runs),
     }
-    rows["torch equal quality"]["reached"] = all(r[2]["reached"] for r in equal)
-    rows["torch equal quality"]["budget_time_median"] = float(
-        np.median([r[2]["budget_time"] for r in equal])
-    )
+    # The per-epoch curves, once.
+    rows["torch equal quality"]["curves"] = [info["curve"] for _, _, info in budget_runs]
     return rows
+
+
+# Each row's time is also divided by that of the skmtl row it is compared with.
+REFERENCE = {
+    "torch early stopping": "skmtl ES",
+    "torch equal quality to skmtl ES": "skmtl ES",
+    "torch ES, skmtl's rule": "skmtl ES",
+}
 
 
 # -------------------------------------------------------------------- main
@@ -335,6 +432,14 @@ def main():
     parser.add_argument(
         "--max-rounds", type=int, default=50, help="SharedObjectiveRegressor max_iter"
     )
+    parser.add_argument(
+        "--validation-fraction", type=float, default=0.1,
+        help="held out by the early-stopping readings of skmtl and PyTorch",
+    )
+    parser.add_argument(
+        "--patience", type=int, default=10,
+        help="n_iter_no_change of skmtl (rounds) and of the same rule in PyTorch (epochs)",
+    )
     parser.add_argument("--torch-epochs", type=int, default=100)
     parser.add_argument(
         "--torch-budget", type=int, default=300,
@@ -350,7 +455,9 @@ def main():
     # Each contender's alpha is picked by its first run function; the timed
     # runs are the others (the PyTorch version gives two: a budgeted run read
     # two ways, and the early-stopping run).
-    contenders = {"skmtl": [run_skmtl], "mlp": [run_mlp]}
+    contenders = {
+        "skmtl": [run_skmtl], "skmtl ES": [run_skmtl_early_stopping], "mlp": [run_mlp],
+    }
     torch_note = None
     try:
         import torch
@@ -359,7 +466,10 @@ def main():
         print(torch_note)
     else:
         torch.set_num_threads(args.threads)
-        contenders["torch"] = [run_torch, run_torch_budget, run_torch_early_stopping]
+        contenders["torch"] = [
+            run_torch, run_torch_budget, run_torch_early_stopping,
+            run_torch_early_stopping_same_rule,
+        ]
 
     results = {
         "args": {k: str(v) for k, v in vars(args).items()},
@@ -375,6 +485,7 @@ def main():
         else:
             X, y, Xt, yt = make_hetero(seed=0)
             data = (X, y, Xt, yt, "wide")
+        load_before = os.getloadavg()
         alphas, runs = {}, {}
         for label, (picker, *timed) in contenders.items():
             grid = args.mlp_alphas if label == "mlp" else args.alphas
@@ -387,25 +498,35 @@ def main():
                 for label, (picker, *timed) in contenders.items():
                     for run, store in zip(timed or [picker], runs[label]):
                         store.append(run(data, args, seed=repeat, alpha=alphas[label][0]))
-        rows = {label: summarize(*alphas[label], runs[label][0]) for label in ("skmtl", "mlp")}
+        rows = {
+            label: summarize(*alphas[label], runs[label][0])
+            for label in ("skmtl", "skmtl ES", "mlp")
+        }
         if "torch" in runs:
-            rows.update(torch_rows(
-                *alphas["torch"], *runs["torch"], rows["skmtl"]["score_median"], args,
-            ))
-        base = rows["skmtl"]
+            targets = (rows["skmtl"]["score_median"], rows["skmtl ES"]["score_median"])
+            rows.update(torch_rows(*alphas["torch"], *runs["torch"], targets, args))
         for label, row in rows.items():
-            row["fit_time_ratio_vs_skmtl"] = row["fit_time_median"] / base["fit_time_median"]
-        results["datasets"][name] = rows
-        print(f"\n{name} ({data[4]} layout, {len(y)} training rows)")
+            row["reference"] = REFERENCE.get(label, "skmtl")
+            for key, base in (("skmtl", "skmtl"), ("reference", row["reference"])):
+                row[f"fit_time_ratio_vs_{key}"] = (
+                    row["fit_time_median"] / rows[base]["fit_time_median"]
+                )
+        results["datasets"][name] = {
+            "load_average_before": load_before, "load_average_after": os.getloadavg(),
+            "contenders": rows,
+        }
+        print(f"\n{name} ({data[4]} layout, {len(y)} training rows), load average "
+              f"{load_before[0]:.1f} -> {os.getloadavg()[0]:.1f}")
         print(
-            f"{'contender':<20} {'alpha':>8} {'test R^2':>9} {'fit time (s)':>13} "
-            f"{'time / skmtl':>13}"
+            f"{'contender':<32} {'alpha':>8} {'test R^2':>9} {'fit time (s)':>13} "
+            f"{'time / skmtl':>13} {'time / reference':>17}"
         )
         for label, row in rows.items():
             note = "" if row.get("reached", True) else "  (not reached: best epoch)"
             print(
-                f"{label:<20} {row['alpha']:>8g} {row['score_median']:>9.4f} "
-                f"{row['fit_time_median']:>13.3f} {row['fit_time_ratio_vs_skmtl']:>13.2f}{note}"
+                f"{label:<32} {row['alpha']:>8g} {row['score_median']:>9.4f} "
+                f"{row['fit_time_median']:>13.3f} {row['fit_time_ratio_vs_skmtl']:>13.2f} "
+                f"{row['fit_time_ratio_vs_reference']:>10.2f} ({row['reference']}){note}"
             )
     args.out.write_text(json.dumps(results, indent=2))
     print(f"\nwrote {args.out}")

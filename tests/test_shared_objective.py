@@ -11,7 +11,12 @@ from sklearn.metrics import r2_score
 
 from skmtl import SharedObjectiveRegressor
 from skmtl._losses import LOSSES
-from skmtl._shared_objective import _Network, _objective, _objective_at_initialization
+from skmtl._shared_objective import (
+    _Network,
+    _objective,
+    _objective_at_initialization,
+    _validation_split,
+)
 from skmtl._tasks import make_long_tasks, make_wide_tasks
 
 ACTIVATIONS = {
@@ -456,3 +461,210 @@ def test_degenerate_tasks_fit_without_error(task_weights):
         n_components=2, task_column=0, task_weights=task_weights, max_iter=2, random_state=0
     ).fit(X, X[:, 1] + rng.normal(size=len(labels)))
     assert model.task_weights_.shape == (2000,)
+
+
+# ----------------------------------------------------------- early stopping
+
+
+def _overfitting_tasks(layout, seed=12, n=100):
+    """Noisy tasks and a large unpenalized network: the validation score peaks
+    after a few rounds and falls while the training loss keeps falling.
+    Long layout rows come grouped by task, so the internal row order is the
+    order given here. Returns ``X, y, sample_weight`` and the fit's params."""
+    X, Y, *_ = _low_rank_tasks(seed, n=n, noise=(0.5, 0.5, 0.5))
+    sw = np.random.RandomState(seed).uniform(0.5, 2.0, n)
+    if layout == "long":
+        task = np.arange(n) % 3
+        order = np.argsort(task, kind="stable")
+        X = np.column_stack([task[order], X[order]])
+        Y, sw = Y[order, task[order]], sw[order]
+    params = dict(
+        n_components=10, activation="tanh", alpha=0.0, validation_fraction=0.2,
+        n_iter_no_change=3, max_iter=100, random_state=0,
+        task_column=0 if layout == "long" else None,
+    )
+    return X, Y, sw, params
+
+
+def _split_rows(X, y, sw, params):
+    """The rows that early stopping holds out, from the split function."""
+    if params["task_column"] is None:
+        data = make_wide_tasks(X, y, sw)
+    else:
+        data, _ = make_long_tasks(X[:, 1:], X[:, 0], y, sw)
+    return _validation_split(data, params["validation_fraction"], params["random_state"])[2]
+
+
+def _validation_score(model, X, y, sw, held, long):
+    """The documented validation score, computed here from the predictions:
+    the mean over tasks of 1 - (weighted held-out MSE) / (weighted variance
+    of the task's training labels)."""
+    pred = model.predict(X)
+    if long:
+        task = X[:, 0]
+        columns = [(task == t, y, pred) for t in np.unique(task)]
+    else:
+        columns = [(~np.isnan(y[:, t]), y[:, t], pred[:, t]) for t in range(y.shape[1])]
+    scores = []
+    for rows, labels, predicted in columns:
+        train, val = rows & ~held, rows & held
+        mean = np.average(labels[train], weights=sw[train])
+        variance = np.average((labels[train] - mean) ** 2, weights=sw[train])
+        mse = np.average((labels[val] - predicted[val]) ** 2, weights=sw[val])
+        scores.append(1 - mse / variance)
+    return np.mean(scores)
+
+
+def _stopping_round(scores, n_iter_no_change, tol):
+    """MLPRegressor's rule, written out: stop at the first round after more
+    than n_iter_no_change rounds in a row that did not beat the best by tol."""
+    best, count = -np.inf, 0
+    for n_round, score in enumerate(scores, start=1):
+        count = count + 1 if score < best + tol else 0
+        best = max(best, score)
+        if count > n_iter_no_change:
+            return n_round
+    return None
+
+
+@pytest.mark.parametrize("layout", ["wide", "long"])
+def test_early_stopping_keeps_the_best_round(layout):
+    X, y, sw, params = _overfitting_tasks(layout)
+    with warnings.catch_warnings():
+        # Stopping on the validation score is not a convergence failure.
+        warnings.simplefilter("error", ConvergenceWarning)
+        model = SharedObjectiveRegressor(early_stopping=True, **params).fit(X, y, sample_weight=sw)
+    scores = model.validation_scores_
+    best = int(np.argmax(scores)) + 1
+    assert len(scores) == model.n_iter_ < params["max_iter"]
+    assert _stopping_round(scores, params["n_iter_no_change"], model.tol) == model.n_iter_
+    # The score peaked and fell: the kept round is not the last one.
+    assert best < model.n_iter_ and scores[-1] < scores[best - 1] - 0.01
+    assert model.best_validation_score_ == scores[best - 1]
+    np.testing.assert_array_equal(model.task_weights_, model.task_weights_history_[best - 1])
+
+    # The same rounds without early stopping, on the training rows only (the
+    # rounds are deterministic and an int random_state gives the same
+    # initialization): stopped at the best round they give the kept model,
+    # run to the end they give another one.
+    held = _split_rows(X, y, sw, params)
+    plain = {**params, "validation_fraction": 0.1}
+    Xtr, ytr, swtr = X[~held], y[~held], sw[~held]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        at_best = SharedObjectiveRegressor(**{**plain, "max_iter": best}).fit(
+            Xtr, ytr, sample_weight=swtr
+        )
+        at_end = SharedObjectiveRegressor(**{**plain, "max_iter": model.n_iter_}).fit(
+            Xtr, ytr, sample_weight=swtr
+        )
+    assert at_best.n_iter_ == best and at_end.n_iter_ == model.n_iter_
+    np.testing.assert_allclose(model.predict(X), at_best.predict(X), rtol=1e-10, atol=1e-12)
+    assert np.max(np.abs(model.predict(X) - at_end.predict(X))) > 0.01
+    # The score of the kept model on the held-out rows, computed here.
+    expected = _validation_score(model, X, y, sw, held, layout == "long")
+    np.testing.assert_allclose(model.best_validation_score_, expected, rtol=1e-10)
+    assert _validation_score(at_end, X, y, sw, held, layout == "long") < expected - 0.01
+
+
+def test_without_early_stopping_nothing_is_held_out():
+    X, y, sw, params = _overfitting_tasks("wide")
+    params = {**params, "max_iter": 4}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model = SharedObjectiveRegressor(**params).fit(X, y, sample_weight=sw)
+        # The early-stopping parameters are then ignored.
+        other = SharedObjectiveRegressor(
+            **{**params, "validation_fraction": 0.5, "n_iter_no_change": 1}
+        ).fit(X, y, sample_weight=sw)
+    assert model.validation_scores_ is None and model.best_validation_score_ is None
+    np.testing.assert_array_equal(model.predict(X), other.predict(X))
+    # The loss curve is over all rows: the last one is the fitted model's.
+    np.testing.assert_allclose(
+        model.loss_curve_[-1] * sw.sum(),
+        [np.sum(sw * 0.5 * (y[:, t] - model.predict(X)[:, t]) ** 2) for t in range(3)],
+        rtol=1e-10,
+    )
+
+
+def test_early_stopping_runs_out_of_rounds_with_a_warning():
+    X, y, sw, params = _overfitting_tasks("wide")
+    params = {**params, "max_iter": 2, "n_iter_no_change": 5}
+    with pytest.warns(ConvergenceWarning, match="did not converge in 2 rounds"):
+        model = SharedObjectiveRegressor(early_stopping=True, **params).fit(X, y)
+    assert model.n_iter_ == 2 and model.validation_scores_.shape == (2,)
+
+
+def test_validation_split_long_layout():
+    # Tasks of 1 to 37 rows: each holds out its share rounded half up, and
+    # keeps at least one row for training.
+    sizes = np.array([1, 2, 3, 5, 10, 37])
+    labels = np.repeat(np.arange(len(sizes)), sizes)
+    rng = np.random.RandomState(0)
+    X, y = rng.normal(size=(len(labels), 2)), rng.normal(size=len(labels))
+    data, _ = make_long_tasks(X, labels, y, None)
+    train, validation, held = _validation_split(data, 0.25, 0)
+    expected = np.minimum(np.floor(0.25 * sizes + 0.5), sizes - 1)  # 0, 1, 1, 1, 3, 9
+    np.testing.assert_array_equal(np.bincount(labels[held], minlength=len(sizes)), expected)
+    np.testing.assert_array_equal(train.sizes, sizes - expected)
+    # The two parts are the rows of the data, each once.
+    np.testing.assert_array_equal(train.X, X[~held])
+    np.testing.assert_array_equal(validation.X, X[held])
+    np.testing.assert_array_equal(train.y, y[~held])
+    # Deterministic for an int seed, another seed draws other rows.
+    np.testing.assert_array_equal(_validation_split(data, 0.25, 0)[2], held)
+    assert not np.array_equal(_validation_split(data, 0.25, 1)[2], held)
+
+
+def test_validation_split_wide_layout_keeps_a_label_of_every_task():
+    rng = np.random.RandomState(1)
+    n = 40
+    Y = rng.normal(size=(n, 3))
+    # Task 1 has one label, task 2 two: the split must leave them in training.
+    Y[1:, 1] = np.nan
+    Y[np.arange(n) > 1, 2] = np.nan
+    data = make_wide_tasks(rng.normal(size=(n, 2)), Y, None)
+    counts = set()
+    for seed in range(20):
+        train, _, held = _validation_split(data, 0.25, seed)
+        assert np.all(train.mask.any(axis=0))
+        counts.add(int(held.sum()))
+    # ceil(0.25 * 40) rows held out, one fewer when a task got its row back;
+    # over 20 seeds both happen.
+    assert counts == {9, 10}
+
+
+@pytest.mark.parametrize("layout", ["wide", "long"])
+def test_early_stopping_is_deterministic(layout):
+    X, y, sw, params = _overfitting_tasks(layout)
+    fits = [
+        SharedObjectiveRegressor(early_stopping=True, **{**params, "random_state": seed}).fit(X, y)
+        for seed in (0, 0, 1)
+    ]
+    np.testing.assert_array_equal(fits[0].predict(X), fits[1].predict(X))
+    np.testing.assert_array_equal(fits[0].validation_scores_, fits[1].validation_scores_)
+    assert not np.array_equal(fits[0].validation_scores_[:3], fits[2].validation_scores_[:3])
+
+
+@pytest.mark.parametrize(
+    "params, name",
+    [
+        ({"early_stopping": "yes"}, "early_stopping"),
+        ({"validation_fraction": 0.0}, "validation_fraction"),
+        ({"validation_fraction": 1.0}, "validation_fraction"),
+        ({"n_iter_no_change": 0}, "n_iter_no_change"),
+        ({"n_iter_no_change": 2.5}, "n_iter_no_change"),
+    ],
+)
+def test_bad_early_stopping_parameters(params, name):
+    X, Y, *_ = _low_rank_tasks(3, n=20)
+    with pytest.raises(ValueError, match=f"'{name}' parameter"):
+        SharedObjectiveRegressor(**params).fit(X, Y)
+
+
+def test_early_stopping_needs_a_validation_label():
+    # Tasks of two rows keep both at validation_fraction=0.1: nothing to score.
+    rng = np.random.RandomState(0)
+    X = np.column_stack([np.repeat(np.arange(10), 2), rng.normal(size=(20, 3))])
+    with pytest.raises(ValueError, match="validation set is too small"):
+        SharedObjectiveRegressor(task_column=0, early_stopping=True).fit(X, rng.normal(size=20))

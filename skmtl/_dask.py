@@ -71,13 +71,13 @@ def check_fit_input(estimator, X, y, sample_weight):
     estimator._check_sufficient_stats()
     if not _is_dask_series(y):
         raise TypeError(
-            "X is a dask DataFrame, so y must be a dask Series with the same "
-            f"partitions; got y of type {type(y).__module__}.{type(y).__name__}."
+            "y must be a dask Series partitioned like X when X is a dask DataFrame; "
+            f"got y of type {type(y).__module__}.{type(y).__name__}."
         )
     if sample_weight is not None and not _is_dask_series(sample_weight):
         raise TypeError(
-            "X is a dask DataFrame, so sample_weight must be None or a dask Series "
-            "with the same partitions; got sample_weight of type "
+            "sample_weight must be None or a dask Series partitioned like X when X "
+            "is a dask DataFrame; got sample_weight of type "
             f"{type(sample_weight).__module__}.{type(sample_weight).__name__}."
         )
     return True

@@ -71,7 +71,12 @@ class MultiTaskRegressorBase(RegressorMixin, BaseEstimator):
         ----------
         X : {array-like, DataFrame} of shape (n_samples, n_features)
             Training data. In the long layout one column (``task_column``)
-            holds each row's task label.
+            holds each row's task label. A dask DataFrame in the long layout
+            is fitted from per-task sufficient statistics computed partition
+            by partition, without gathering its rows (estimators whose
+            squared-loss solvers need only those: ``SharedParamRegressor``
+            and ``SharedFeatureRegressor``); ``y`` and ``sample_weight`` are
+            then dask Series partitioned like it.
         y : array-like of shape (n_samples,) or (n_samples, n_tasks)
             Targets. Wide layout: one column per task, NaN for a missing
             label. Long layout: 1-D.

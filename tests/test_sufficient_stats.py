@@ -316,3 +316,29 @@ def test_importing_skmtl_does_not_import_dask():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
+
+
+@pytest.mark.parametrize("weights", [False, True], ids=["unweighted", "weighted"])
+def test_statistics_serve_the_gram_of_the_rows_and_refuse_row_access(problem_factory, weights):
+    from skmtl._tasks import LongTasks, SufficientStatsTasks, make_long_tasks
+
+    prob = problem_factory("long", sizes=[1, 3, 70, 5], weights=weights)
+    rows, _ = make_long_tasks(prob.X[:, 1:], prob.X[:, 0], prob.y, prob.sample_weight)
+    assert isinstance(rows, LongTasks)
+    n_obs, log_w = rows.positive_weight_stats()
+    stats = SufficientStatsTasks(
+        *rows.gram(0, rows.n_tasks, True), rows.n_observed, n_obs, log_w
+    )
+    assert (stats.n_tasks, stats.n_features) == (rows.n_tasks, rows.n_features)
+    # S is summed per task first: equal up to rounding.
+    assert stats.S == pytest.approx(rows.S, rel=1e-14)
+    np.testing.assert_array_equal(stats.task_weight_sums(), rows.task_weight_sums())
+    for fit_intercept in (True, False):
+        for start, stop in ((0, 4), (1, 3)):
+            for ours, theirs in zip(
+                stats.gram(start, stop, fit_intercept), rows.gram(start, stop, fit_intercept)
+            ):
+                np.testing.assert_array_equal(ours, theirs)
+    for method in ("linear_loss_grad", "head_loss_grad", "row_range", "pair_weights", "task_means"):
+        with pytest.raises(TypeError, match="sufficient statistics"):
+            getattr(stats, method)(0, 1)

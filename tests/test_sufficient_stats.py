@@ -27,6 +27,19 @@ from skmtl import (  # noqa: E402
 
 N_PARTITIONS = 5
 
+
+@pytest.fixture(autouse=True)
+def _local_scheduler():
+    """dask's threaded scheduler unless a test asks for the cluster.
+
+    A dask Client makes itself the default scheduler of the whole process, so
+    once a test has started the session's cluster every ``compute`` would go
+    there; this module's own functions (``_take``) are not importable on its
+    workers, and such a compute was seen to hang instead of failing.
+    """
+    with dask.config.set(scheduler="threads"):
+        yield
+
 CONFIGS = {
     "param-float": (SharedParamRegressor, dict(alpha_shared=0.3, alpha_task=0.5)),
     "param-float-no-intercept": (
@@ -110,8 +123,7 @@ def test_fit_equals_in_memory_fit(config, labels, weights):
     frame, y, sw = _data(labels=labels, weights=weights, raw_scales=config != "param-auto")
     in_memory = cls(task_column="task", **params).fit(frame, y, sample_weight=sw)
     ddf, dy, dw = _to_dask(frame, y, sw)
-    with dask.config.set(scheduler="threads"):
-        on_dask = cls(task_column="task", **params).fit(ddf, dy, sample_weight=dw)
+    on_dask = cls(task_column="task", **params).fit(ddf, dy, sample_weight=dw)
     _assert_same_fit(on_dask, in_memory)
 
 
@@ -138,14 +150,14 @@ def test_lazy_predict_equals_in_memory_predict_with_unknown_tasks(labels):
     known = frame["task"] != frame["task"].iloc[0]
     model = SharedParamRegressor(task_column="task", handle_unknown="shared")
     ddf, dy, _ = _to_dask(frame, y, None)
-    with dask.config.set(scheduler="threads"):
-        model.fit(ddf[ddf["task"] != frame["task"].iloc[0]], dy[ddf["task"] != frame["task"].iloc[0]])
-        in_memory = SharedParamRegressor(task_column="task", handle_unknown="shared").fit(
-            frame[known], y[known]
-        )
-        lazy = model.predict(ddf)
-        assert lazy.npartitions == ddf.npartitions
-        pred = lazy.compute()
+    dknown = ddf["task"] != frame["task"].iloc[0]
+    model.fit(ddf[dknown], dy[dknown])
+    in_memory = SharedParamRegressor(task_column="task", handle_unknown="shared").fit(
+        frame[known], y[known]
+    )
+    lazy = model.predict(ddf)
+    assert lazy.npartitions == ddf.npartitions
+    pred = lazy.compute()
     # One pass over the rows, aligned with X's index; the unknown task is
     # predicted by the shared model.
     pd.testing.assert_index_equal(pred.index, frame.index)
@@ -174,6 +186,11 @@ def test_fit_on_the_cluster_equals_in_memory_fit(dask_client):
     rows = np.array_split(np.arange(len(full)), 7)
     ddf = dd.from_map(partition, rows, meta=full.iloc[:0])
     X, dy, dw = ddf[list(frame.columns)], ddf["score"], ddf["weight"]
+    with dask.config.set(scheduler="distributed"):
+        _fit_on_the_cluster(X, dy, dw, frame, y, sw)
+
+
+def _fit_on_the_cluster(X, dy, dw, frame, y, sw):
     for cls, params in (CONFIGS["param-auto"], CONFIGS["feature-l21"]):
         on_cluster = cls(task_column="task", **params).fit(X, dy, sample_weight=dw)
         in_memory = cls(task_column="task", **params).fit(frame, y, sample_weight=sw)

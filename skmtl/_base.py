@@ -21,6 +21,7 @@ from sklearn.utils.validation import (
     validate_data,
 )
 
+from . import _dask
 from ._tasks import check_task_labels, make_long_tasks, make_wide_tasks
 
 __all__ = ["Interval", "StrOptions", "MultiTaskRegressorBase"]
@@ -41,6 +42,10 @@ class MultiTaskRegressorBase(RegressorMixin, BaseEstimator):
 
     # Fitted attributes with one entry per task, squeezed for a 1-D wide y.
     _per_task_attributes = ("coef_", "intercept_")
+
+    # Whether the squared-loss solvers read nothing but per-task sufficient
+    # statistics, so that a dask DataFrame can be fitted (skmtl._dask).
+    _fits_from_statistics = False
 
     _parameter_constraints = {
         "fit_intercept": ["boolean"],
@@ -66,7 +71,12 @@ class MultiTaskRegressorBase(RegressorMixin, BaseEstimator):
         ----------
         X : {array-like, DataFrame} of shape (n_samples, n_features)
             Training data. In the long layout one column (``task_column``)
-            holds each row's task label.
+            holds each row's task label. A dask DataFrame in the long layout
+            is fitted from per-task sufficient statistics computed partition
+            by partition, without gathering its rows (estimators whose
+            squared-loss solvers need only those: ``SharedParamRegressor``
+            and ``SharedFeatureRegressor``); ``y`` and ``sample_weight`` are
+            then dask Series partitioned like it.
         y : array-like of shape (n_samples,) or (n_samples, n_tasks)
             Targets. Wide layout: one column per task, NaN for a missing
             label. Long layout: 1-D.
@@ -97,7 +107,10 @@ class MultiTaskRegressorBase(RegressorMixin, BaseEstimator):
 
     def _validate_fit_input(self, X, y, sample_weight):
         """Validate fit's input and lay it out as task data (:mod:`skmtl._tasks`)."""
-        if self.task_column is None:
+        if _dask.check_fit_input(self, X, y, sample_weight):
+            data, tasks = _dask.long_statistics(self, X, y, sample_weight)
+            fitted = {"tasks_": tasks, "_single_task": False}
+        elif self.task_column is None:
             data, fitted = self._validate_wide(X, y, sample_weight)
         else:
             data, fitted = self._validate_long(X, y, sample_weight)
@@ -133,7 +146,39 @@ class MultiTaskRegressorBase(RegressorMixin, BaseEstimator):
         data = make_wide_tasks(X, Y, sw)
         return data, {"tasks_": np.arange(Y.shape[1]), "_single_task": single}
 
+    def _check_sufficient_stats(self):
+        """Raise unless this configuration fits from per-task sufficient statistics.
+
+        Those are all that a fit on a dask DataFrame computes
+        (:mod:`skmtl._dask`); estimators whose solvers need only them override
+        this and set ``_fits_from_statistics``.
+        """
+        if not self._fits_from_statistics:
+            raise TypeError(
+                f"X is a dask DataFrame, but {type(self).__name__} reads the rows of X "
+                "at every iteration: fit it on in-memory data. SharedParamRegressor "
+                "and SharedFeatureRegressor with loss='squared' fit a dask DataFrame "
+                "from per-task sufficient statistics."
+            )
+        if self.loss != "squared":
+            raise ValueError(
+                "X is a dask DataFrame, which is fitted from per-task sufficient "
+                f"statistics: that needs loss='squared', got loss={self.loss!r}."
+            )
+
     def _validate_long(self, X, y, sample_weight):
+        labels, Xf, y = self._check_long_rows(X, y)
+        self._check_n_rows(len(Xf))
+        sw = self._check_weights(sample_weight, Xf)
+        data, tasks = make_long_tasks(Xf, labels, y, sw)
+        return data, {"tasks_": tasks, "_single_task": False}
+
+    def _check_long_rows(self, X, y):
+        """Task labels, model features and ``y`` of the long layout, checked row by row.
+
+        Every check here holds for any subset of the rows: a fit on a dask
+        DataFrame runs it on each partition.
+        """
         labels, Xf = self._validate_long_X(X, y, reset=True)
         y = check_array(y, ensure_2d=False, dtype=np.float64, ensure_all_finite=False, input_name="y")
         if y.ndim == 2 and y.shape[1] == 1:
@@ -157,10 +202,7 @@ class MultiTaskRegressorBase(RegressorMixin, BaseEstimator):
         if np.isinf(y).any():
             raise ValueError("Input y contains infinity.")
         check_consistent_length(Xf, y)
-        self._check_n_rows(len(Xf))
-        sw = self._check_weights(sample_weight, Xf)
-        data, tasks = make_long_tasks(Xf, labels, y, sw)
-        return data, {"tasks_": tasks, "_single_task": False}
+        return labels, Xf, y
 
     @staticmethod
     def _check_n_rows(n_samples):
@@ -170,14 +212,20 @@ class MultiTaskRegressorBase(RegressorMixin, BaseEstimator):
                 "are required to fit."
             )
 
-    @staticmethod
-    def _check_weights(sample_weight, X):
+    @classmethod
+    def _check_weights(cls, sample_weight, X, *, all_rows=True):
+        """Validated sample weights; ``all_rows=False`` for a part of the rows."""
         if sample_weight is None:
             return None
         sw = _check_sample_weight(sample_weight, X, dtype=np.float64, ensure_non_negative=True)
-        if not sw.sum() > 0:
-            raise ValueError("sample_weight sums to zero: at least one row needs a positive weight.")
+        if all_rows:
+            cls._check_weight_sum(sw.sum())
         return sw
+
+    @staticmethod
+    def _check_weight_sum(total):
+        if not total > 0:
+            raise ValueError("sample_weight sums to zero: at least one row needs a positive weight.")
 
     def _validate_long_X(self, X, y="no_validation", *, reset):
         """Task labels and model features of a long-layout ``X``.
@@ -185,6 +233,7 @@ class MultiTaskRegressorBase(RegressorMixin, BaseEstimator):
         ``n_features_in_`` and ``feature_names_in_`` describe ``X`` as passed,
         task column included.
         """
+        _dask.check_in_memory(X, "X")
         if not _is_dataframe(X):
             # Labels may be strings: convert without forcing a numeric dtype.
             X = check_array(X, dtype=None, ensure_all_finite=False, input_name="X", estimator=self)
@@ -192,15 +241,7 @@ class MultiTaskRegressorBase(RegressorMixin, BaseEstimator):
         tc = self.task_column
         if _is_dataframe(X):
             columns = list(X.columns)
-            if isinstance(tc, str):
-                if tc not in columns:
-                    raise ValueError(
-                        f"task_column={tc!r} is not a column of X; X has columns "
-                        f"{columns[:20]}."
-                    )
-                pos = columns.index(tc)
-            else:
-                pos = self._column_position(tc, len(columns))
+            pos = self._frame_task_position(columns)
             labels = X.iloc[:, pos].to_numpy()
             rest = X.iloc[:, [i for i in range(len(columns)) if i != pos]]
         else:
@@ -225,6 +266,18 @@ class MultiTaskRegressorBase(RegressorMixin, BaseEstimator):
             rest, dtype=np.float64, ensure_min_features=0, input_name="X", estimator=self
         )
         return labels, Xf
+
+    def _frame_task_position(self, columns):
+        """Position of the task column among a DataFrame's ``columns``."""
+        tc = self.task_column
+        if isinstance(tc, str):
+            if tc not in columns:
+                raise ValueError(
+                    f"task_column={tc!r} is not a column of X; X has columns "
+                    f"{columns[:20]}."
+                )
+            return columns.index(tc)
+        return self._column_position(tc, len(columns))
 
     @staticmethod
     def _column_position(tc, n_columns):
@@ -285,9 +338,13 @@ class MultiTaskRegressorBase(RegressorMixin, BaseEstimator):
         -------
         y_pred : ndarray of shape (n_samples,) or (n_samples, n_tasks)
             Wide layout: one column per task (1-D when ``y`` was 1-D in fit).
-            Long layout: each row predicted by its own task's model.
+            Long layout: each row predicted by its own task's model. For a
+            dask DataFrame ``X`` (long layout), a lazy dask Series with
+            ``X``'s partitions and index.
         """
         check_is_fitted(self)
+        if _dask.is_dask_collection(X):
+            return _dask.predict(self, X)
         coef, intercept = self._task_heads()
         if self.task_column is None:
             X = validate_data(self, X, reset=False, dtype=np.float64)
@@ -333,6 +390,7 @@ class MultiTaskRegressorBase(RegressorMixin, BaseEstimator):
         score : float
             R^2 of ``self.predict(X)`` against ``y``.
         """
+        _dask.check_in_memory(X, "X")
         y_pred = self.predict(X)
         if self.task_column is not None:
             return r2_score(y, y_pred, sample_weight=sample_weight)

@@ -775,6 +775,8 @@ class SharedFeatureRegressor(TransformerMixin, MultiTaskRegressorBase):
     (100, 2)
     """
 
+    _fits_from_statistics = True
+
     _parameter_constraints = {
         **MultiTaskRegressorBase._parameter_constraints,
         "alpha": [Interval(Real, 0, None, closed="neither")],

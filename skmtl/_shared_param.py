@@ -96,9 +96,8 @@ def _solve_reml(data, alpha_shared, fit_intercept, max_iter, tol, n_jobs, verbos
     G, g, yy = (np.concatenate([r[i] for r in results]) for i in range(3))
     # Sample weights are precision weights here: row i has noise variance
     # sigma^2 / s_i, and a zero weight carries no observation.
-    s = data.pair_weights()
-    s = s[s > 0]
-    problem = REMLProblem(G, g, yy, len(s), np.log(s).sum(), n_jobs, fit_intercept)
+    n_obs, log_weights = data.positive_weight_stats()
+    problem = REMLProblem(G, g, yy, n_obs, log_weights, n_jobs, fit_intercept)
     # Each iteration is hundreds of p x p products: a multi-threaded BLAS
     # spends more on waking threads than it saves (20x slower measured on 2
     # cores), so the REML iterations run with one BLAS thread.
@@ -334,6 +333,7 @@ class SharedParamRegressor(MultiTaskRegressorBase):
     """
 
     _per_task_attributes = ("coef_", "intercept_", "task_coef_", "task_intercept_")
+    _fits_from_statistics = True
 
     _parameter_constraints = {
         **MultiTaskRegressorBase._parameter_constraints,
@@ -395,6 +395,15 @@ class SharedParamRegressor(MultiTaskRegressorBase):
                 "use solver='lbfgs' or 'auto'."
             )
         return self.solver
+
+    def _check_sufficient_stats(self):
+        super()._check_sufficient_stats()
+        if self.solver == "lbfgs":
+            raise ValueError(
+                "X is a dask DataFrame, which is fitted from per-task sufficient "
+                "statistics: solver='lbfgs' reads the rows; use solver='auto' or "
+                "'cholesky'."
+            )
 
     def _fit(self, data):
         solver = self._resolve_solver()

@@ -105,6 +105,16 @@ def _apply_losses(r, losses, epsilon, task_of=None):
     return value, deriv
 
 
+def _positive_weight_stats(weights):
+    """Number of positive weights and the sum of their logs.
+
+    With sample weights as precision weights, a row of weight 0 carries no
+    observation; the REML likelihood counts the others and their log weights.
+    """
+    positive = weights[weights > 0]
+    return len(positive), float(np.log(positive).sum())
+
+
 def _safe_mean(total, weight):
     """``total / weight``, 0 for a task whose sample weights are all zero."""
     return np.divide(total, weight, out=np.zeros_like(total), where=weight > 0)
@@ -168,6 +178,12 @@ class LongTasks:
     def pair_weights(self):
         """Sample weight of every observed (row, task) pair."""
         return np.ones(len(self.y)) if self.sample_weight is None else self.sample_weight
+
+    def positive_weight_stats(self):
+        """Number of observed labels of positive weight and the sum of their log weights."""
+        if self.sample_weight is None:
+            return len(self.y), 0.0
+        return _positive_weight_stats(self.sample_weight)
 
     def task_weight_sums(self):
         """Summed sample weight of each task's observed labels."""
@@ -344,6 +360,10 @@ class WideTasks:
         """Sample weight of every observed (row, task) pair."""
         return self._weights[self.mask]
 
+    def positive_weight_stats(self):
+        """Number of observed labels of positive weight and the sum of their log weights."""
+        return _positive_weight_stats(self.pair_weights())
+
     def task_weight_sums(self):
         """Summed sample weight of each task's observed labels."""
         return self._row_weights(0, self.n_tasks).sum(axis=0)
@@ -413,6 +433,69 @@ class WideTasks:
         """Weighted mean label of each task."""
         W = self._row_weights(0, self.n_tasks)
         return _safe_mean((W * self.Y).sum(axis=0), W.sum(axis=0))
+
+
+class SufficientStatsTasks:
+    """Long layout reduced to per-task sufficient statistics, without rows.
+
+    What :mod:`skmtl._dask` builds from a dask DataFrame: the squared-loss
+    solvers read nothing but ``gram``, so the rows never need to be in one
+    process. The statistics are stored with the intercept column (last) and
+    sliced when ``fit_intercept=False``.
+
+    Attributes
+    ----------
+    G : ndarray of shape (n_tasks, n_features + 1, n_features + 1)
+        ``Z_t^T S_t Z_t`` with ``Z_t = [X_t, 1]``.
+    g : ndarray of shape (n_tasks, n_features + 1)
+        ``Z_t^T S_t y_t``.
+    yy : ndarray of shape (n_tasks,)
+        ``y_t^T S_t y_t``.
+    weight_sums : ndarray of shape (n_tasks,)
+        Summed sample weight of each task.
+    S : float
+        Sum of the sample weights.
+    n_observed : int
+        Number of rows.
+    n_positive, log_weight_sum : int, float
+        Rows of positive weight and the sum of their log weights.
+    """
+
+    layout = "long"
+
+    def __init__(self, G, g, yy, weight_sums, n_observed, n_positive, log_weight_sum):
+        self.G, self.g, self.yy, self.weight_sums = G, g, yy, weight_sums
+        self.n_tasks = len(G)
+        self.n_features = G.shape[1] - 1
+        self.S = float(weight_sums.sum())
+        self.n_observed = int(n_observed)
+        self.n_positive, self.log_weight_sum = int(n_positive), float(log_weight_sum)
+
+    def gram(self, start, stop, fit_intercept):
+        """Per-task ``G_t, g_t, y_t^T S_t y_t, sum s`` for tasks ``[start, stop)``."""
+        p = self.n_features + int(fit_intercept)
+        return (
+            self.G[start:stop, :p, :p].copy(),
+            self.g[start:stop, :p].copy(),
+            self.yy[start:stop].copy(),
+            self.weight_sums[start:stop].copy(),
+        )
+
+    def task_weight_sums(self):
+        """Summed sample weight of each task's observed labels."""
+        return self.weight_sums.copy()
+
+    def positive_weight_stats(self):
+        """Number of observed labels of positive weight and the sum of their log weights."""
+        return self.n_positive, self.log_weight_sum
+
+    def _needs_rows(self, *args, **kwargs):
+        raise TypeError(
+            "This solver reads the rows of X, but a fit on a dask DataFrame keeps "
+            "only per-task sufficient statistics (squared loss only)."
+        )
+
+    linear_loss_grad = head_loss_grad = row_range = pair_weights = task_means = _needs_rows
 
 
 def make_long_tasks(X, labels, y, sample_weight):

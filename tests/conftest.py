@@ -233,3 +233,23 @@ def _parallel_even_when_small(monkeypatch):
     import skmtl._parallel
 
     monkeypatch.setattr(skmtl._parallel, "_MIN_PARALLEL_COST", 0.0)
+
+
+# ------------------------------------------------------------ dask cluster
+
+
+@pytest.fixture(scope="session")
+def dask_client():
+    """A client of a two-process dask LocalCluster on 127.0.0.1, one per session.
+
+    Starting a cluster takes seconds, so every test that needs one shares it.
+    """
+    distributed = pytest.importorskip(
+        "distributed",
+        reason="dask.distributed is the optional extra [distributed] (the [test] extra installs it)",
+    )
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+        dashboard_address=None,
+    ) as cluster, distributed.Client(cluster) as client:
+        yield client

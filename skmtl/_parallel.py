@@ -7,11 +7,13 @@ gradient blocks) goes through :func:`map_task_chunks`, so that
 """
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from joblib import effective_n_jobs
+from joblib.parallel import BACKENDS, get_active_backend
 from sklearn.utils.parallel import Parallel, delayed
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController, threadpool_limits
 
 # A few chunks per worker balance uneven tasks without paying joblib's
 # per-call overhead once per task.
@@ -23,12 +25,22 @@ _CHUNKS_PER_WORKER = 4
 # through a 2-process pool than serially).
 _MIN_PARALLEL_COST = 5e7
 
+# Handing a chunk to a thread of a pool kept open (TaskWorkers) costs tens of
+# microseconds, not joblib's milliseconds: the threshold is this much lower.
+_POOLED_COST_RATIO = 100.0
+
 
 def _is_serial(n_jobs):
     # ``None`` means serial here even inside ``parallel_config(n_jobs=...)``:
     # an outer distributed search then runs its inner per-task steps locally
     # instead of sending each small step back to the scheduler.
     return n_jobs is None or n_jobs == 1
+
+
+def _min_parallel_cost(workers):
+    if workers is not None and workers.pooled_threads:
+        return _MIN_PARALLEL_COST / _POOLED_COST_RATIO
+    return _MIN_PARALLEL_COST
 
 
 def task_chunks(n_tasks, n_jobs):
@@ -57,6 +69,82 @@ def _run_chunk(func, start, stop, args, parent_pid):
         return func(start, stop, *args)
 
 
+class TaskWorkers:
+    """Workers kept open for the many :func:`map_task_chunks` calls of one fit.
+
+    An iterative solver maps its per-task gradient blocks once per
+    evaluation of its objective, hundreds of times per fit, each call a few
+    milliseconds of work. A fresh ``Parallel`` per call costs more than that:
+    joblib 1.6 collects results by polling every 10 ms, so each call took at
+    least one 10 ms sleep (a Huber fit on 2,000 tasks ran 4x slower with
+    ``n_jobs=2`` than serially). Use as a context manager around the solver
+    and pass it as ``n_jobs`` to :func:`map_task_chunks`.
+
+    When the active joblib backend is threads (the default, since the
+    per-task work prefers threads), the chunks run on one thread pool
+    created here, the calling thread taking the first chunk itself: threads
+    are what joblib would use, minus its polling. Under any other backend
+    (``joblib.parallel_config(backend=...)``: loky, dask, ray) one
+    ``Parallel`` is kept open for the whole fit and every call goes through
+    it, so the work still goes where the user sent it.
+
+    Parameters
+    ----------
+    n_jobs : int or None
+        As for :func:`map_task_chunks`.
+    """
+
+    def __init__(self, n_jobs):
+        self.n_jobs = n_jobs
+        self._executor = self._parallel = self._blas = None
+
+    @property
+    def pooled_threads(self):
+        """Whether chunks run on this object's own thread pool."""
+        return self._executor is not None
+
+    def __enter__(self):
+        if _is_serial(self.n_jobs):
+            return self
+        self.n_workers = effective_n_jobs(self.n_jobs)
+        backend, _ = get_active_backend(prefer="threads")
+        if isinstance(backend, BACKENDS["threading"]):
+            # One controller per fit: building one inspects every loaded
+            # library (2.5 ms), switching its limit costs microseconds.
+            self._blas = ThreadpoolController()
+            self._executor = ThreadPoolExecutor(max(self.n_workers - 1, 1))
+        else:
+            self._parallel = Parallel(n_jobs=self.n_jobs, prefer="threads").__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self._executor is not None:
+            self._executor.shutdown()
+        if self._parallel is not None:
+            self._parallel.__exit__(*exc)
+        self._executor = self._parallel = self._blas = None
+
+    def map(self, func, chunks, args):
+        if self._executor is None:
+            return _joblib_map(func, chunks, args, self._parallel)
+        with self._blas.limit(limits=1, user_api="blas"):
+            rest = [self._executor.submit(func, start, stop, *args) for start, stop in chunks[1:]]
+            first = func(*chunks[0], *args)
+            return [first] + [future.result() for future in rest]
+
+
+def _joblib_map(func, chunks, args, parallel):
+    parent_pid = os.getpid()
+    with threadpool_limits(limits=1, user_api="blas"):
+        # Threads by default: the per-task work is numpy and LAPACK, which
+        # release the GIL, and threads share the data instead of copying it
+        # to every worker (processes made a 200,000-row fit 4x slower than
+        # serial). "prefer" is a soft hint: parallel_config(backend=...) wins.
+        return list(parallel(
+            delayed(_run_chunk)(func, start, stop, args, parent_pid) for start, stop in chunks
+        ))
+
+
 def map_task_chunks(func, n_tasks, *args, n_jobs=None, cost=None):
     """Call ``func(start, stop, *args)`` on contiguous task ranges.
 
@@ -71,11 +159,12 @@ def map_task_chunks(func, n_tasks, *args, n_jobs=None, cost=None):
         Number of tasks.
     *args
         Extra positional arguments passed to ``func``.
-    n_jobs : int, default=None
+    n_jobs : int, None or TaskWorkers, default=None
         ``None`` or ``1`` runs one plain call with no joblib overhead.
         Otherwise the tasks are split in a few chunks per worker and run by
         :class:`sklearn.utils.parallel.Parallel`, with BLAS held to one thread
-        inside the workers.
+        inside the workers. A :class:`TaskWorkers` runs them on the workers
+        it keeps open.
     cost : float, default=None
         Estimated floating-point operations of the whole call. Calls cheaper
         than the cost of dispatching them run serially whatever ``n_jobs``.
@@ -85,19 +174,14 @@ def map_task_chunks(func, n_tasks, *args, n_jobs=None, cost=None):
     results : list
         ``func``'s return values, in task order, and the ranges they cover.
     """
-    if cost is not None and cost < _MIN_PARALLEL_COST:
+    workers = n_jobs if isinstance(n_jobs, TaskWorkers) else None
+    if workers is not None:
+        n_jobs = workers.n_jobs
+    if cost is not None and cost < _min_parallel_cost(workers):
         n_jobs = None
     chunks = task_chunks(n_tasks, n_jobs)
     if _is_serial(n_jobs) or len(chunks) <= 1:
         return [func(start, stop, *args) for start, stop in chunks], chunks
-    parent_pid = os.getpid()
-    with threadpool_limits(limits=1, user_api="blas"):
-        # Threads by default: the per-task work is numpy and LAPACK, which
-        # release the GIL, and threads share the data instead of copying it
-        # to every worker (processes made a 200,000-row fit 4x slower than
-        # serial). "prefer" is a soft hint: parallel_config(backend=...) wins.
-        results = Parallel(n_jobs=n_jobs, prefer="threads")(
-            delayed(_run_chunk)(func, start, stop, args, parent_pid)
-            for start, stop in chunks
-        )
-    return list(results), chunks
+    if workers is not None:
+        return workers.map(func, chunks, args), chunks
+    return _joblib_map(func, chunks, args, Parallel(n_jobs=n_jobs, prefer="threads")), chunks

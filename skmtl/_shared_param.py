@@ -11,7 +11,7 @@ from threadpoolctl import threadpool_limits
 
 from ._base import Interval, MultiTaskRegressorBase, StrOptions
 from ._losses import LOSSES
-from ._parallel import map_task_chunks
+from ._parallel import TaskWorkers, map_task_chunks
 from ._reml import REMLProblem
 
 
@@ -148,7 +148,7 @@ def _solve_lbfgs(
         th, U = x[:p], x[p:].reshape(n_tasks, p)
         results, _ = map_task_chunks(
             _task_loss_grad, n_tasks, data, th + U, loss, epsilon, fit_intercept,
-            n_jobs=n_jobs, cost=6 * data.n_observed * p,
+            n_jobs=workers, cost=6 * data.n_observed * p,
         )
         value = sum(r[0] for r in results) / S
         grad_beta = np.concatenate([r[1] for r in results]) / S
@@ -164,15 +164,17 @@ def _solve_lbfgs(
             print(f"[SharedParamRegressor] objective {intermediate_result.fun:.10g}")
 
     x0 = np.concatenate([theta0, (beta - theta0).ravel()])
-    res = minimize(
-        objective,
-        x0,
-        jac=True,
-        method="L-BFGS-B",
-        callback=callback,
-        # Stop on the gradient only: ftol=0 turns off the relative-decrease test.
-        options={"maxiter": max_iter, "gtol": tol, "ftol": 0.0},
-    )
+    # One set of workers for every evaluation of the objective.
+    with TaskWorkers(n_jobs) as workers:
+        res = minimize(
+            objective,
+            x0,
+            jac=True,
+            method="L-BFGS-B",
+            callback=callback,
+            # Stop on the gradient only: ftol=0 turns off the relative-decrease test.
+            options={"maxiter": max_iter, "gtol": tol, "ftol": 0.0},
+        )
     grad_norm = float(np.max(np.abs(res.jac))) if res.jac.size else 0.0
     th = res.x[:p]
     return th, th + res.x[p:].reshape(n_tasks, p), int(max(res.nit, 1)), grad_norm

@@ -7,6 +7,7 @@ gradient blocks) goes through :func:`map_task_chunks`, so that
 """
 
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -29,6 +30,12 @@ _MIN_PARALLEL_COST = 5e7
 # microseconds, not joblib's milliseconds: the threshold is this much lower.
 _POOLED_COST_RATIO = 100.0
 
+# On a pool kept open, each chunk's Python overhead (a few dozen numpy calls
+# holding the GIL) is repeated at every evaluation of an objective: two
+# chunks per worker, pulled by whichever thread is free, still balance a
+# worker slowed down by other processes.
+_POOLED_CHUNKS_PER_WORKER = 2
+
 
 def _is_serial(n_jobs):
     # ``None`` means serial here even inside ``parallel_config(n_jobs=...)``:
@@ -43,7 +50,7 @@ def _min_parallel_cost(workers):
     return _MIN_PARALLEL_COST
 
 
-def task_chunks(n_tasks, n_jobs):
+def task_chunks(n_tasks, n_jobs, per_worker=_CHUNKS_PER_WORKER):
     """Contiguous task ranges ``[(start, stop), ...]`` for ``n_jobs`` workers.
 
     Serial runs get one range covering every task, so the per-chunk function
@@ -54,7 +61,7 @@ def task_chunks(n_tasks, n_jobs):
     if _is_serial(n_jobs):
         return [(0, n_tasks)]
     n_workers = effective_n_jobs(n_jobs)
-    n_chunks = max(1, min(n_tasks, _CHUNKS_PER_WORKER * n_workers))
+    n_chunks = max(1, min(n_tasks, per_worker * n_workers))
     bounds = np.unique(np.linspace(0, n_tasks, n_chunks + 1).round().astype(int))
     return list(zip(bounds[:-1].tolist(), bounds[1:].tolist()))
 
@@ -127,10 +134,28 @@ class TaskWorkers:
     def map(self, func, chunks, args):
         if self._executor is None:
             return _joblib_map(func, chunks, args, self._parallel)
+        results = [None] * len(chunks)
+        todo = iter(range(len(chunks)))
+        lock = threading.Lock()
+
+        def drain():
+            # Every thread takes the next chunk when it is done with one: a
+            # thread slowed down by another process on its core does less.
+            while True:
+                with lock:
+                    i = next(todo, None)
+                if i is None:
+                    return
+                results[i] = func(*chunks[i], *args)
+
         with self._blas.limit(limits=1, user_api="blas"):
-            rest = [self._executor.submit(func, start, stop, *args) for start, stop in chunks[1:]]
-            first = func(*chunks[0], *args)
-            return [first] + [future.result() for future in rest]
+            helpers = [self._executor.submit(drain) for _ in range(self.n_workers - 1)]
+            try:
+                drain()
+            finally:
+                for helper in helpers:
+                    helper.result()
+        return results
 
 
 def _joblib_map(func, chunks, args, parallel):
@@ -179,7 +204,10 @@ def map_task_chunks(func, n_tasks, *args, n_jobs=None, cost=None):
         n_jobs = workers.n_jobs
     if cost is not None and cost < _min_parallel_cost(workers):
         n_jobs = None
-    chunks = task_chunks(n_tasks, n_jobs)
+    pooled = workers is not None and workers.pooled_threads
+    chunks = task_chunks(
+        n_tasks, n_jobs, _POOLED_CHUNKS_PER_WORKER if pooled else _CHUNKS_PER_WORKER
+    )
     if _is_serial(n_jobs) or len(chunks) <= 1:
         return [func(start, stop, *args) for start, stop in chunks], chunks
     if workers is not None:

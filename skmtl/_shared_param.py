@@ -148,7 +148,7 @@ def _solve_lbfgs(
         th, U = x[:p], x[p:].reshape(n_tasks, p)
         results, _ = map_task_chunks(
             _task_loss_grad, n_tasks, data, th + U, loss, epsilon, fit_intercept,
-            n_jobs=workers, cost=6 * data.n_observed * p,
+            n_jobs=n_jobs, cost=6 * data.n_observed * p,
         )
         value = sum(r[0] for r in results) / S
         grad_beta = np.concatenate([r[1] for r in results]) / S
@@ -164,17 +164,15 @@ def _solve_lbfgs(
             print(f"[SharedParamRegressor] objective {intermediate_result.fun:.10g}")
 
     x0 = np.concatenate([theta0, (beta - theta0).ravel()])
-    # One set of workers for every evaluation of the objective.
-    with TaskWorkers(n_jobs) as workers:
-        res = minimize(
-            objective,
-            x0,
-            jac=True,
-            method="L-BFGS-B",
-            callback=callback,
-            # Stop on the gradient only: ftol=0 turns off the relative-decrease test.
-            options={"maxiter": max_iter, "gtol": tol, "ftol": 0.0},
-        )
+    res = minimize(
+        objective,
+        x0,
+        jac=True,
+        method="L-BFGS-B",
+        callback=callback,
+        # Stop on the gradient only: ftol=0 turns off the relative-decrease test.
+        options={"maxiter": max_iter, "gtol": tol, "ftol": 0.0},
+    )
     grad_norm = float(np.max(np.abs(res.jac))) if res.jac.size else 0.0
     th = res.x[:p]
     return th, th + res.x[p:].reshape(n_tasks, p), int(max(res.nit, 1)), grad_norm
@@ -418,17 +416,21 @@ class SharedParamRegressor(MultiTaskRegressorBase):
                 reml_log_likelihood_=float(log_lik),
             )
         else:
-            theta0, beta = _solve_cholesky(
-                data, self.alpha_shared, self.alpha_task, fit_intercept, self.n_jobs
-            )
-            n_iter = 1
+            # One set of workers for every per-task step of the fit: L-BFGS
+            # maps the per-task gradients at every evaluation.
+            with TaskWorkers(self.n_jobs) as workers:
+                theta0, beta = _solve_cholesky(
+                    data, self.alpha_shared, self.alpha_task, fit_intercept, workers
+                )
+                n_iter = 1
+                if solver == "lbfgs":
+                    # The exact squared-loss solution is a cheap, good starting point.
+                    theta0, beta, n_iter, grad_norm = _solve_lbfgs(
+                        data, self.alpha_shared, self.alpha_task, self.loss, self.epsilon,
+                        fit_intercept, self.max_iter, self.tol, workers, self.verbose,
+                        theta0, beta,
+                    )
         if solver == "lbfgs":
-            # The exact squared-loss solution is a cheap, good starting point.
-            theta0, beta, n_iter, grad_norm = _solve_lbfgs(
-                data, self.alpha_shared, self.alpha_task, self.loss, self.epsilon,
-                fit_intercept, self.max_iter, self.tol, self.n_jobs, self.verbose,
-                theta0, beta,
-            )
             if grad_norm > self.tol:
                 warnings.warn(
                     f"L-BFGS did not converge in {n_iter} iterations: the largest "

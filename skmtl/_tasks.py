@@ -112,7 +112,12 @@ def _safe_mean(total, weight):
 
 def _stack(a, js, rows):
     """Rows ``rows`` of ``a`` (from ``LongTasks._task_groups``) as ``(len(js), size, ...)``."""
-    return a[rows].reshape(len(js), -1, *a.shape[1:])
+    if isinstance(rows, slice):
+        size = (rows.stop - rows.start) // len(js)
+    else:
+        size = rows.shape[1]
+    # The size is explicit: -1 is ambiguous for arrays without columns.
+    return a[rows].reshape(len(js), size, *a.shape[1:])
 
 
 def _shift(rows, lo):
@@ -330,8 +335,13 @@ class LongTasks:
             rows = _shift(rows, lo)
             db = _stack(deriv, js, rows)
             grad_coef[js] = -np.matmul(db[:, None, :], _stack(H, js, rows))[:, 0]
-            # The row gradient of task t is -lambda_t deriv_i a_t: an outer product.
-            _put(grad_H, rows, (db * -weights[js][:, None])[:, :, None] * coef[js][:, None, :])
+            # The row gradient of task t is -lambda_t deriv_i a_t: an outer
+            # product, written in place when the rows are a block.
+            scaled = (db * -weights[js][:, None])[:, :, None]
+            if isinstance(rows, slice):
+                np.multiply(scaled, coef[js][:, None, :], out=_stack(grad_H, js, rows))
+            else:
+                grad_H[rows] = scaled * coef[js][:, None, :]
         grad_intercept = -np.add.reduceat(deriv, offsets)
         return np.add.reduceat(value, offsets), grad_coef, grad_intercept, grad_H
 

@@ -83,23 +83,30 @@ ESTIMATORS = {
     "objective": "SharedObjectiveRegressor (relu, 10 components)",
 }
 
-# Largest size of each axis run per estimator: 10^7 rows only where one
-# fit takes seconds, so that the default run stays near 10 minutes (the
-# per-iteration fits cost 10 to 25 passes over X; at 10^7 rows a pass over
-# the 10^7 x 10 X is about 0.1 s, a fit tens of seconds, times the repeats).
-FULL_ROWS = [10**4, 10**5, 10**6, 10**7]
-FULL_MAX_ROWS = {
-    "param_squared": 10**7, "param_auto": 10**7, "feature_l21": 10**7,
-    "feature_trace": 10**7, "param_huber": 10**6, "objective": 10**6,
+# Sizes per axis, and the largest run per estimator where it is smaller: the
+# per-iteration fits cost 10 to 25 passes over X, about 0.1 s each at 10^7
+# rows, so 10^7 rows is run only for the fits that pass over X once or twice
+# (Gram matrices), to keep the default run near 10 minutes; REML
+# ('auto') costs O(p^3) per task and iteration, about 0.3 s per iteration
+# at 10^4 tasks, so 10^5 tasks would take minutes per fit.
+FULL_SIZES = {"rows": [10**4, 10**5, 10**6, 10**7], "tasks": [10, 100, 1000, 10**4, 10**5]}
+QUICK_SIZES = {"rows": [10**4, 10**5, 3 * 10**5], "tasks": [10, 100, 1000, 10**4]}
+MAX_SIZE = {
+    "rows": {"param_huber": 10**6, "objective": 10**6},
+    "tasks": {"param_auto": 10**4},
 }
-FULL_TASKS = [10, 100, 1000, 10**4, 10**5]
-QUICK_ROWS = [10**4, 10**5, 3 * 10**5]
-QUICK_TASKS = [10, 100, 1000, 10**4]
+QUICK_MAX_SIZE = {"rows": {}, "tasks": {"param_auto": 1000}}
 
-# (n_tasks, rows per task, n_features) of the n_jobs part.
-FULL_NJOBS = (2000, 30, 15)
-QUICK_NJOBS = (1000, 30, 15)
-NJOBS_ITERATIONS = {"param_huber": 30, "objective": 3}
+# (n_tasks, rows per task, n_features) of the n_jobs part: the largest rows
+# per task and features of the issue's range (1,000 to 5,000 tasks, 20 to 50
+# rows, 10 to 20 features), where the per-task share of the work is largest.
+FULL_NJOBS = (2000, 50, 20)
+QUICK_NJOBS = (1000, 50, 20)
+# alpha_task=0.01 for Huber: L-BFGS needs about 50 iterations there (10 at
+# alpha_task=1, where the fixed start-up cost would be most of the fit), so
+# the 40 below are always all run, by both n_jobs.
+NJOBS_ITERATIONS = {"param_huber": 40, "objective": 3}
+NJOBS_PARAMS = {"param_huber": {"alpha_task": 0.01}, "objective": {}}
 
 
 def parse_args(argv=None):
@@ -127,12 +134,12 @@ def parse_args(argv=None):
 # ---------------------------------------------------------------- models
 
 
-def make_estimator(name, X_long, y, n_jobs=None, iterations=None):
+def make_estimator(name, X_long, y, n_jobs=None, iterations=None, **params):
     """The estimator ``name`` at its benchmark settings (long layout, task in column 0)."""
     n_iter = (iterations or ITERATIONS).get(name)
-    common = dict(task_column=0, n_jobs=n_jobs)
+    common = dict(task_column=0, n_jobs=n_jobs, **params)
     if name == "param_squared":
-        return SharedParamRegressor(alpha_shared=1.0, alpha_task=1.0, **common)
+        return SharedParamRegressor(**{"alpha_task": 1.0, **common})
     if name == "param_auto":
         return SharedParamRegressor(alpha_task="auto", max_iter=n_iter, tol=0.0, **common)
     if name == "param_huber":
@@ -174,7 +181,7 @@ def summarize_runs(runs):
 # ---------------------------------------------------------------- scaling
 
 
-def bench_axis(axis, sizes, max_rows, repeats):
+def bench_axis(axis, sizes, max_size, repeats):
     """Fit time of every estimator along ``axis`` ('rows' or 'tasks')."""
     out = {name: [] for name in ESTIMATORS}
     for size in sizes:
@@ -182,7 +189,7 @@ def bench_axis(axis, sizes, max_rows, repeats):
             n_tasks, per_task = ROWS_TASKS, size // ROWS_TASKS
         else:
             n_tasks, per_task = size, TASKS_ROWS
-        names = [n for n in ESTIMATORS if n_tasks * per_task <= max_rows[n]]
+        names = [n for n in ESTIMATORS if size <= max_size.get(n, size)]
         if not names:
             continue
         X_long, _, y, _ = make_synthetic(n_tasks, per_task, N_FEATURES, shuffle=False)
@@ -245,10 +252,11 @@ def bench_njobs(shape, repeats):
     X_long, _, y, _ = make_synthetic(n_tasks, per_task, n_features, shuffle=False)
     y = y + np.random.default_rng(1).standard_t(3, len(y))  # outliers for Huber
     out = {"n_tasks": n_tasks, "rows_per_task": per_task, "n_features": n_features,
-           "iterations": NJOBS_ITERATIONS, "estimators": {}}
+           "iterations": NJOBS_ITERATIONS, "params": NJOBS_PARAMS, "estimators": {}}
     with ThreadPoolExecutor(1) as executor:
         for name in NJOBS_ITERATIONS:
-            models = {j: make_estimator(name, X_long, y, n_jobs=j, iterations=NJOBS_ITERATIONS)
+            models = {j: make_estimator(name, X_long, y, n_jobs=j, iterations=NJOBS_ITERATIONS,
+                                        **NJOBS_PARAMS[name])
                       for j in (1, 2)}
             for model in models.values():  # warm-up
                 timed_fit(model, X_long, y)
@@ -367,12 +375,11 @@ def main(argv=None):
     results["machine"]["python_implementation"] = platform.python_implementation()
     tic = time.perf_counter()
     with threadpool_limits(BLAS_THREADS):
-        if "rows" in args.only:
-            sizes = QUICK_ROWS if args.quick else FULL_ROWS
-            results["rows"] = bench_axis("rows", sizes, FULL_MAX_ROWS, args.repeats)
-        if "tasks" in args.only:
-            sizes = QUICK_TASKS if args.quick else FULL_TASKS
-            results["tasks"] = bench_axis("tasks", sizes, FULL_MAX_ROWS, args.repeats)
+        for axis in ("rows", "tasks"):
+            if axis in args.only:
+                sizes = (QUICK_SIZES if args.quick else FULL_SIZES)[axis]
+                cap = {**MAX_SIZE[axis], **(QUICK_MAX_SIZE[axis] if args.quick else {})}
+                results[axis] = bench_axis(axis, sizes, cap, args.repeats)
         if "njobs" in args.only:
             results["njobs"] = bench_njobs(QUICK_NJOBS if args.quick else FULL_NJOBS,
                                            3 if args.quick else 2 * args.repeats + 1)

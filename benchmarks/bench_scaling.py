@@ -47,18 +47,17 @@ import statistics
 import sys
 import time
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from concurrent.futures import ThreadPoolExecutor
 from sklearn.exceptions import ConvergenceWarning
 from threadpoolctl import threadpool_limits
 
-from bench_shared_param import BLAS_THREADS, environment, make_synthetic
+from bench_shared_param import BLAS_THREADS, REPO, environment, make_synthetic
 from run_all import alpha_max_shared_feature
 from skmtl import SharedFeatureRegressor, SharedObjectiveRegressor, SharedParamRegressor
 
-REPO = Path(__file__).resolve().parent.parent
 SUPER_LINEAR = 1.15
 SPEED_UP_TARGET = 1.6
 N_FEATURES = 10

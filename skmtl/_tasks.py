@@ -21,9 +21,9 @@ import numbers
 
 import numpy as np
 
-# Tasks with at least this many rows are handled one by one (their Gram matrix
-# is a BLAS call that amortizes Python overhead); smaller tasks of equal size
-# are stacked and handled by one batched matmul.
+# Tasks of equal size are stacked and handled by one batched matmul; those
+# with at least this many rows are never copied to be stacked (their products
+# amortize a Python step per run of consecutive tasks).
 _LARGE_TASK = 64
 
 
@@ -203,19 +203,21 @@ class LongTasks:
         Yields ``(js, rows)``: positions in the range of tasks of one size,
         and their rows, a slice when the tasks are consecutive (a reshaped
         view, no gather) or an index array of shape ``(len(js), size)``.
-        Tasks with at least ``_LARGE_TASK`` rows come one by one.
+        Tasks with at least ``_LARGE_TASK`` rows are never gathered (a copy
+        of their rows costs more than a Python step per run of consecutive
+        ones): each run of consecutive tasks of one size is one group.
         """
         b = self.bounds
         sizes = self.sizes[start:stop]
-        for j in np.flatnonzero(sizes >= _LARGE_TASK):
-            yield np.array([j]), slice(b[start + j], b[start + j + 1])
-        small = np.flatnonzero(sizes < _LARGE_TASK)
-        for m in np.unique(sizes[small]):
-            js = small[sizes[small] == m]
+        for m in np.unique(sizes):
+            js = np.flatnonzero(sizes == m)
             if js[-1] - js[0] == len(js) - 1:
                 yield js, slice(b[start + js[0]], b[start + js[-1] + 1])
-            else:
+            elif m < _LARGE_TASK:
                 yield js, b[start + js][:, None] + np.arange(m)
+            else:
+                for run in np.split(js, np.flatnonzero(np.diff(js) != 1) + 1):
+                    yield run, slice(b[start + run[0]], b[start + run[-1] + 1])
 
     def gram(self, start, stop, fit_intercept):
         """Per-task ``G_t, g_t, y_t^T S_t y_t, sum s`` for tasks ``[start, stop)``."""

@@ -6,10 +6,10 @@ Three parts, written to one JSON file and one log-log chart:
    number of tasks (100) and features (10), long layout;
 2. **tasks**: fit time against the number of tasks (10 to 10^5) at a fixed
    20 rows per task and 10 features, long layout;
-3. **n_jobs**: ``n_jobs=1`` against ``n_jobs=2`` on 2,000 tasks of 30 rows
-   and 15 features for the iterative fits whose per-task steps are
-   parallel: ``SharedParamRegressor(loss='huber')`` and
-   ``SharedObjectiveRegressor``.
+3. **n_jobs**: ``n_jobs=1`` against ``n_jobs=2`` on 2,000 tasks of 50 rows
+   and 20 features, and on 1,000 tasks of 200 rows, for the iterative fits
+   whose per-task steps are parallel: ``SharedParamRegressor(loss='huber')``
+   and ``SharedObjectiveRegressor``.
 
 Iterative solvers run a fixed number of iterations (``tol=0`` and a small
 ``max_iter``, the ConvergenceWarning silenced), so that a larger problem
@@ -37,6 +37,7 @@ Run from the repository root::
     python benchmarks/bench_scaling.py            # about 10 minutes on 2 cores
     python benchmarks/bench_scaling.py --quick    # under a minute
     python benchmarks/bench_scaling.py --only njobs --repeats 9
+    python benchmarks/bench_scaling.py --render benchmarks/results/scaling.json  # tables only
 """
 
 import argparse
@@ -99,8 +100,11 @@ QUICK_MAX_SIZE = {"rows": {}, "tasks": {"param_auto": 1000}}
 # (n_tasks, rows per task, n_features) of the n_jobs part: the largest rows
 # per task and features of the issue's range (1,000 to 5,000 tasks, 20 to 50
 # rows, 10 to 20 features), where the per-task share of the work is largest.
-FULL_NJOBS = (2000, 50, 20)
-QUICK_NJOBS = (1000, 50, 20)
+# A second shape, with longer tasks, shows how the speed-up grows when each
+# task carries more rows per parameter: the L-BFGS step itself (O(n_tasks
+# n_features) per iteration) is serial.
+FULL_NJOBS = [(2000, 50, 20), (1000, 200, 20)]
+QUICK_NJOBS = [(1000, 50, 20)]
 # alpha_task=0.01 for Huber: L-BFGS needs about 50 iterations there (10 at
 # alpha_task=1, where the fixed start-up cost would be most of the fit), so
 # the 40 below are always all run, by both n_jobs.
@@ -121,6 +125,8 @@ def parse_args(argv=None):
                         default=REPO / "benchmarks" / "results" / "scaling.json",
                         help="results JSON path; the chart goes next to it as .png "
                              "(default: benchmarks/results/scaling.json)")
+    parser.add_argument("--render", type=Path, default=None,
+                        help="recompute slopes, tables and chart from this JSON, no fits")
     args = parser.parse_args(argv)
     if args.repeats is None:
         args.repeats = 1 if args.quick else 3
@@ -208,10 +214,8 @@ def bench_axis(axis, sizes, max_size, repeats):
     return out
 
 
-def slopes(points, key="wall_s"):
+def slopes(points, key):
     """Least-squares log-log slope and the local slopes between neighbouring sizes."""
-    if len(points) < 2:
-        return None
     x = np.log10([p["size"] for p in points])
     t = np.log10([p[key] for p in points])
     local = [{"from": int(points[i]["size"]), "to": int(points[i + 1]["size"]),
@@ -292,8 +296,9 @@ def table(results):
             continue
         sizes = sorted({p["size"] for pts in results[axis].values() for p in pts})
         lines += [f"### Fit time against {axis}", "",
-                  "| estimator | " + " | ".join(f"{s:,}" for s in sizes) + " | slope | super-linear |",
-                  "|---|" + "---:|" * (len(sizes) + 2)]
+                  "| estimator | " + " | ".join(f"{s:,}" for s in sizes)
+                  + " | slope (wall) | slope (CPU) | local slopes > 1.15 |",
+                  "|---|" + "---:|" * (len(sizes) + 2) + "---|"]
         for name, pts in results[axis].items():
             by = {p["size"]: p for p in pts}
             cells = []
@@ -306,21 +311,27 @@ def table(results):
                 else:
                     cells.append(_t(p["wall_s"]))
             sl = results["slopes"][axis].get(name)
-            sup = ", ".join(f"{s['from']:,}->{s['to']:,}: {s['slope']:.2f}"
-                            for s in sl["super_linear"]) if sl else ""
+            if not sl:
+                lines.append(f"| {ESTIMATORS[name]} | " + " | ".join(cells) + " | | | |")
+                continue
+            sup = "; ".join(
+                f"{kind}: " + ", ".join(f"{s['from']:,}->{s['to']:,} {s['slope']:.2f}"
+                                        for s in sl[kind]["super_linear"])
+                for kind in ("wall", "cpu") if sl[kind]["super_linear"])
             lines.append(f"| {ESTIMATORS[name]} | " + " | ".join(cells)
-                         + f" | {sl['slope']:.2f} | {sup or 'none'} |" if sl else " | | |")
+                         + f" | {sl['wall']['slope']:.2f} | {sl['cpu']['slope']:.2f} | "
+                         + f"{sup or 'none'} |")
         lines.append("")
-    nj = results.get("njobs")
-    if nj:
-        lines += [f"### n_jobs=2 against n_jobs=1 ({nj['n_tasks']:,} tasks x "
-                  f"{nj['rows_per_task']} rows x {nj['n_features']} features)", "",
-                  "| estimator | n_jobs=1 | n_jobs=2 | speed-up (target 1.6) | paired | "
-                  "CPU / wall (n_jobs=2) | machine probe | load |",
-                  "|---|---:|---:|---:|---:|---:|---:|---|"]
+    if results.get("njobs"):
+        lines += ["### n_jobs=2 against n_jobs=1", "",
+                  "| estimator | tasks x rows x features | n_jobs=1 | n_jobs=2 | speed-up "
+                  "(target 1.6) | paired | CPU / wall (n_jobs=2) | machine probe | load |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|---|"]
+    for nj in results.get("njobs", []):
+        shape = f"{nj['n_tasks']:,} x {nj['rows_per_task']} x {nj['n_features']}"
         for name, r in nj["estimators"].items():
             load = r["n_jobs_2"]["load_1min"]
-            lines.append(f"| {ESTIMATORS[name]} | {_t(r['n_jobs_1']['wall_s'])} | "
+            lines.append(f"| {ESTIMATORS[name]} | {shape} | {_t(r['n_jobs_1']['wall_s'])} | "
                          f"{_t(r['n_jobs_2']['wall_s'])} | **{r['speed_up']:.2f}x** | "
                          f"{r['speed_up_paired_median']:.2f}x | {r['cpu_over_wall_n_jobs_2']:.2f} | "
                          f"{r['capacity_probe_median']:.2f}x | {load[0]:.1f} to {load[1]:.1f} |")
@@ -367,6 +378,9 @@ def plot(results, path):
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.render is not None:
+        report(json.loads(args.render.read_text()), args.output)
+        return
     results = {**environment(), "args": {k: str(v) if isinstance(v, Path) else v
                                          for k, v in vars(args).items()}}
     results["pinned"] = (f"threadpoolctl.threadpool_limits({BLAS_THREADS}) around every fit; "
@@ -380,18 +394,27 @@ def main(argv=None):
                 cap = {**MAX_SIZE[axis], **(QUICK_MAX_SIZE[axis] if args.quick else {})}
                 results[axis] = bench_axis(axis, sizes, cap, args.repeats)
         if "njobs" in args.only:
-            results["njobs"] = bench_njobs(QUICK_NJOBS if args.quick else FULL_NJOBS,
-                                           3 if args.quick else 2 * args.repeats + 1)
-    results["slopes"] = {axis: {name: slopes(pts) for name, pts in results[axis].items()}
-                         for axis in ("rows", "tasks") if axis in results}
+            results["njobs"] = [bench_njobs(shape, 3 if args.quick else 2 * args.repeats + 1)
+                                for shape in (QUICK_NJOBS if args.quick else FULL_NJOBS)]
     results["wall_time_s"] = time.perf_counter() - tic
     results["load_average_at_end"] = os.getloadavg()
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(results, indent=1, default=float) + "\n")
-    plot(results, args.output.with_suffix(".png"))
+    report(results, args.output)
+
+
+def report(results, output):
+    """Slopes from the recorded times; write the JSON and the chart, print the tables."""
+    # CPU time as well as wall time: on a loaded machine the wall time of
+    # a long fit also counts the waits for a core.
+    results["slopes"] = {
+        axis: {name: {"wall": slopes(pts, "wall_s"), "cpu": slopes(pts, "cpu_s")}
+               if len(pts) > 1 else None for name, pts in results[axis].items()}
+        for axis in ("rows", "tasks") if axis in results}
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(results, indent=1, default=float) + "\n")
+    plot(results, output.with_suffix(".png"))
     print(table(results))
-    print(f"wrote {args.output} and {args.output.with_suffix('.png')} "
-          f"in {results['wall_time_s']:.0f} s")
+    print(f"wrote {output} and {output.with_suffix('.png')} "
+          f"(measured in {results['wall_time_s']:.0f} s)")
 
 
 if __name__ == "__main__":

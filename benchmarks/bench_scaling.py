@@ -335,8 +335,7 @@ def table(results):
                          f"{_t(r['n_jobs_2']['wall_s'])} | **{r['speed_up']:.2f}x** | "
                          f"{r['speed_up_paired_median']:.2f}x | {r['cpu_over_wall_n_jobs_2']:.2f} | "
                          f"{r['capacity_probe_median']:.2f}x | {load[0]:.1f} to {load[1]:.1f} |")
-        lines.append("")
-    return "\n".join(lines)
+    return "\n".join(lines + [""])
 
 
 def _t(seconds):

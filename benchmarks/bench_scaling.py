@@ -333,7 +333,8 @@ def table(results):
             load = r["n_jobs_2"]["load_1min"]
             lines.append(f"| {ESTIMATORS[name]} | {shape} | {_t(r['n_jobs_1']['wall_s'])} | "
                          f"{_t(r['n_jobs_2']['wall_s'])} | **{r['speed_up']:.2f}x** | "
-                         f"{r['speed_up_paired_median']:.2f}x | {r['cpu_over_wall_n_jobs_2']:.2f} | "
+                         f"{r['speed_up_paired_median']:.2f}x | "
+                         f"{r['cpu_over_wall_n_jobs_2']:.2f} | "
                          f"{r['capacity_probe_median']:.2f}x | {load[0]:.1f} to {load[1]:.1f} |")
     return "\n".join(lines + [""])
 

@@ -8,7 +8,7 @@ gradient blocks) goes through :func:`map_task_chunks`, so that
 
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 
 import numpy as np
 from joblib import effective_n_jobs
@@ -83,14 +83,15 @@ class TaskWorkers:
     evaluation of its objective, hundreds of times per fit, each call a few
     milliseconds of work. A fresh ``Parallel`` per call costs more than that:
     joblib 1.6 collects results by polling every 10 ms, so each call took at
-    least one 10 ms sleep (a Huber fit on 2,000 tasks ran 4x slower with
-    ``n_jobs=2`` than serially). Use as a context manager around the solver
-    and pass it as ``n_jobs`` to :func:`map_task_chunks`.
+    least one 10 ms sleep (a Huber fit on 2,000 tasks, run in parallel
+    whatever its cost, took 4x longer with ``n_jobs=2`` than serially). Use
+    as a context manager around the solver and pass it as ``n_jobs`` to
+    :func:`map_task_chunks`.
 
     When the active joblib backend is threads (the default, since the
     per-task work prefers threads), the chunks run on one thread pool
-    created here, the calling thread taking the first chunk itself: threads
-    are what joblib would use, minus its polling. Under any other backend
+    created here, the calling thread working through them beside the pool's
+    threads: threads are what joblib would use, minus its polling. Under any other backend
     (``joblib.parallel_config(backend=...)``: loky, dask, ray) one
     ``Parallel`` is kept open for the whole fit and every call goes through
     it, so the work still goes where the user sent it.
@@ -132,6 +133,7 @@ class TaskWorkers:
         self._executor = self._parallel = self._blas = None
 
     def map(self, func, chunks, args):
+        """``func(start, stop, *args)`` for every chunk, results in chunk order."""
         if self._executor is None:
             return _joblib_map(func, chunks, args, self._parallel)
         results = [None] * len(chunks)
@@ -146,15 +148,23 @@ class TaskWorkers:
                     i = next(todo, None)
                 if i is None:
                     return
-                results[i] = func(*chunks[i], *args)
+                try:
+                    results[i] = func(*chunks[i], *args)
+                except BaseException:
+                    with lock:
+                        # The other threads stop after their current chunk.
+                        for _ in todo:
+                            pass
+                    raise
 
         with self._blas.limit(limits=1, user_api="blas"):
             helpers = [self._executor.submit(drain) for _ in range(self.n_workers - 1)]
             try:
                 drain()
             finally:
-                for helper in helpers:
-                    helper.result()
+                wait(helpers)
+            for helper in helpers:
+                helper.result()
         return results
 
 

@@ -57,6 +57,59 @@ def _run_chunk(func, start, stop, args, parent_pid):
         return func(start, stop, *args)
 
 
+class TaskWorkers:
+    """One joblib ``Parallel`` kept open for the many calls of one fit.
+
+    An iterative solver maps its per-task gradient blocks once per
+    evaluation of its objective, hundreds of times per fit. Keeping one
+    :class:`sklearn.utils.parallel.Parallel` open for the whole fit reuses
+    its workers instead of starting them for every call (whatever backend
+    ``joblib.parallel_config`` selects). Each call still costs joblib's
+    result polling (10 ms in joblib 1.6), so calls cheaper than
+    ``_MIN_PARALLEL_COST`` run serially. Use as a context manager around the
+    solver and pass it as ``n_jobs`` to :func:`map_task_chunks`.
+
+    Parameters
+    ----------
+    n_jobs : int or None
+        As for :func:`map_task_chunks`.
+    """
+
+    def __init__(self, n_jobs):
+        self.n_jobs = n_jobs
+        self._parallel = None
+
+    def __enter__(self):
+        if not _is_serial(self.n_jobs):
+            self._parallel = Parallel(n_jobs=self.n_jobs, prefer="threads").__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self._parallel is not None:
+            self._parallel.__exit__(*exc)
+        self._parallel = None
+
+    def map(self, func, chunks, args):
+        """``func(start, stop, *args)`` for every chunk, results in chunk order."""
+        parallel = self._parallel
+        if parallel is None:
+            # Used outside its ``with`` block: a Parallel for this call only.
+            parallel = Parallel(n_jobs=self.n_jobs, prefer="threads")
+        return _joblib_map(func, chunks, args, parallel)
+
+
+def _joblib_map(func, chunks, args, parallel):
+    parent_pid = os.getpid()
+    with single_blas_thread():
+        # Threads by default: the per-task work is numpy and LAPACK, which
+        # release the GIL, and threads share the data instead of copying it
+        # to every worker (processes made a 200,000-row fit 4x slower than
+        # serial). "prefer" is a soft hint: parallel_config(backend=...) wins.
+        return list(parallel(
+            delayed(_run_chunk)(func, start, stop, args, parent_pid) for start, stop in chunks
+        ))
+
+
 def map_task_chunks(func, n_tasks, *args, n_jobs=None, cost=None):
     """Call ``func(start, stop, *args)`` on contiguous task ranges.
 
@@ -71,11 +124,12 @@ def map_task_chunks(func, n_tasks, *args, n_jobs=None, cost=None):
         Number of tasks.
     *args
         Extra positional arguments passed to ``func``.
-    n_jobs : int, default=None
+    n_jobs : int, None or TaskWorkers, default=None
         ``None`` or ``1`` runs one plain call with no joblib overhead.
         Otherwise the tasks are split in a few chunks per worker and run by
         :class:`sklearn.utils.parallel.Parallel`, with BLAS held to one thread
-        inside the workers.
+        inside the workers. A :class:`TaskWorkers` runs them on the
+        ``Parallel`` it keeps open.
     cost : float, default=None
         Estimated floating-point operations of the whole call. Calls cheaper
         than the cost of dispatching them run serially whatever ``n_jobs``.
@@ -85,22 +139,17 @@ def map_task_chunks(func, n_tasks, *args, n_jobs=None, cost=None):
     results : list
         ``func``'s return values, in task order, and the ranges they cover.
     """
+    workers = n_jobs if isinstance(n_jobs, TaskWorkers) else None
+    if workers is not None:
+        n_jobs = workers.n_jobs
     if cost is not None and cost < _MIN_PARALLEL_COST:
         n_jobs = None
     chunks = task_chunks(n_tasks, n_jobs)
     if _is_serial(n_jobs) or len(chunks) <= 1:
         return [func(start, stop, *args) for start, stop in chunks], chunks
-    parent_pid = os.getpid()
-    with threadpool_limits(limits=1, user_api="blas"):
-        # Threads by default: the per-task work is numpy and LAPACK, which
-        # release the GIL, and threads share the data instead of copying it
-        # to every worker (processes made a 200,000-row fit 4x slower than
-        # serial). "prefer" is a soft hint: parallel_config(backend=...) wins.
-        results = Parallel(n_jobs=n_jobs, prefer="threads")(
-            delayed(_run_chunk)(func, start, stop, args, parent_pid)
-            for start, stop in chunks
-        )
-    return list(results), chunks
+    if workers is not None:
+        return workers.map(func, chunks, args), chunks
+    return _joblib_map(func, chunks, args, Parallel(n_jobs=n_jobs, prefer="threads")), chunks
 
 
 _BLAS_CONTROLLER = None

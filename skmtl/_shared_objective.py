@@ -11,7 +11,7 @@ from threadpoolctl import threadpool_limits
 
 from ._base import Interval, MultiTaskRegressorBase, StrOptions
 from ._losses import LOSSES
-from ._parallel import map_task_chunks
+from ._parallel import TaskWorkers, map_task_chunks
 from ._tasks import LongTasks, WideTasks
 
 # L-BFGS iterations between two updates of the task weights: short enough
@@ -141,37 +141,64 @@ class _Network:
 def _head_chunk(start, stop, data, H, A, b, losses, epsilon, weights):
     # ``weights`` multiply the row gradient only (the ``lambda_t / S`` of the caller).
     return data.head_loss_grad(
+        start, stop, H[data.row_range(start, stop)], A[start:stop],
+        None if b is None else b[start:stop], losses[start:stop], epsilon, weights[start:stop],
+    )
+
+
+def _network_chunk(start, stop, data, X, first, activation, A, b, losses, epsilon, weights):
+    """Forward pass, heads and backward pass on the rows of tasks ``[start, stop)``.
+
+    Long layout only, where each row belongs to one task. Returns the heads'
+    results and this chunk's share of the gradient of ``[U; c]``.
+    """
+    Xc = X[data.row_range(start, stop)]
+    H = _activate(Xc @ first, activation)
+    loss_sums, grad_A, grad_b, grad_H = data.head_loss_grad(
         start, stop, H, A[start:stop], None if b is None else b[start:stop],
         losses[start:stop], epsilon, weights[start:stop],
     )
+    return loss_sums, grad_A, grad_b, Xc.T @ _backpropagate(grad_H, H, activation)
 
 
 def _objective(theta, net, data, losses, epsilon, weights, alpha, n_jobs):
     """Value and gradient of ``sum_t w_t D_t + alpha/2 (||U||^2 + ||A||^2)``.
 
     Returns ``value, grad, task_losses`` with ``task_losses`` the ``D_t``.
-    The heads are per-task blocks computed through the joblib helper; their
-    row gradients, summed (wide layout) or placed (long layout) into one
-    ``dObjective/dH``, are backpropagated once through the shared ``U``.
-    Each evaluation reads ``X`` twice, once forward and once backward.
+    Each evaluation reads ``X`` twice, once forward and once backward. In
+    the long layout every row belongs to one task, so each chunk of tasks
+    runs the whole network on its own rows and returns its share of the
+    gradient of ``U``: the whole evaluation is parallel (with the forward and
+    backward products in the parent, 2 threads ran slower than 1). In the
+    wide layout every task reads every row: the representation is computed
+    once, the heads are per-task blocks, and their row gradients, summed,
+    are backpropagated once through ``U``.
     """
     _, c, A, b = net.unpack(theta)
     X = net.design(data.X)
-    H = net.hidden(X, theta)
     S = data.S
     # The row gradient comes back already scaled by lambda_t / S.
-    results, chunks = map_task_chunks(
-        _head_chunk, data.n_tasks, data, H, A, b, losses, epsilon, weights / S, n_jobs=n_jobs
-    )
-    task_losses = np.concatenate([r[0] for r in results]) / S
-    if len(chunks) == 1 and data.row_range(*chunks[0]) == slice(0, len(H)):
-        grad_H = results[0][3]
-    else:
-        grad_H = np.zeros_like(H)
+    if data.layout == "long":
+        results, _ = map_task_chunks(
+            _network_chunk, data.n_tasks, data, X, net.first_layer(theta), net.activation,
+            A, b, losses, epsilon, weights / S, n_jobs=n_jobs,
+            cost=data.n_observed * net.k * (4 * X.shape[1] + 12),
+        )
+        grad_first = results[0][3]
         # Added in task order in the parent, so results do not change with n_jobs.
-        for (start, stop), r in zip(chunks, results):
-            grad_H[data.row_range(start, stop)] += r[3]
-    grad_first = X.T @ _backpropagate(grad_H, H, net.activation)
+        for r in results[1:]:
+            grad_first += r[3]
+    else:
+        H = net.hidden(X, theta)
+        results, _ = map_task_chunks(
+            _head_chunk, data.n_tasks, data, H, A, b, losses, epsilon, weights / S,
+            n_jobs=n_jobs, cost=data.n_observed * net.k * 6,
+        )
+        grad_H = results[0][3]
+        for r in results[1:]:
+            grad_H += r[3]
+        grad_first = X.T @ _backpropagate(grad_H, H, net.activation)
+    task_losses = np.concatenate([r[0] for r in results]) / S
     grad_first[:net.d] += alpha * theta[:net.offsets[1]].reshape(net.d, net.k)
     grad_A = np.concatenate([r[1] for r in results]) * (weights[:, None] / S) + alpha * A
     parts = [grad_first.ravel(), grad_A.ravel()]
@@ -225,7 +252,7 @@ def _task_U_grad_norms(start, stop, data, X, H, activation, A, b, losses, epsilo
     for t in range(start, stop):
         rows = data.row_range(t, t + 1)
         grad_H = data.head_loss_grad(
-            t, t + 1, H, A[t:t + 1], None if b is None else b[t:t + 1],
+            t, t + 1, H[rows], A[t:t + 1], None if b is None else b[t:t + 1],
             losses[t:t + 1], epsilon, ones,
         )[3]
         grad_Z = _backpropagate(grad_H, H[rows], activation)
@@ -1032,10 +1059,11 @@ class SharedObjectiveRegressor(MultiTaskRegressorBase):
         # pool costs more than it gives: on a busy 2-core machine a dot
         # product of 33,000 entries took 15 ms with 2 BLAS threads, 6 us
         # with one.
-        with threadpool_limits(limits=1, user_api="blas"):
+        # One set of workers for every evaluation of the objective.
+        with threadpool_limits(limits=1, user_api="blas"), TaskWorkers(self.n_jobs) as workers:
             theta, history, curve, initial, n_rounds, converged, grad_ratio = _train(
                 data, net, theta, losses, self.epsilon, self.alpha, strategy, fixed,
-                self.max_iter, self.tol, self.n_jobs, self.verbose, monitor,
+                self.max_iter, self.tol, workers, self.verbose, monitor,
             )
         if not (converged or (monitor is not None and monitor.stopped)):
             warnings.warn(

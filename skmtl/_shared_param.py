@@ -10,7 +10,7 @@ from sklearn.exceptions import ConvergenceWarning
 
 from ._base import Interval, MultiTaskRegressorBase, StrOptions
 from ._losses import LOSSES
-from ._parallel import map_task_chunks, single_blas_thread
+from ._parallel import TaskWorkers, map_task_chunks, single_blas_thread
 from ._reml import REMLProblem
 
 
@@ -429,17 +429,21 @@ class SharedParamRegressor(MultiTaskRegressorBase):
                 reml_log_likelihood_=float(log_lik),
             )
         else:
-            theta0, beta = _solve_cholesky(
-                data, self.alpha_shared, self.alpha_task, fit_intercept, self.n_jobs
-            )
-            n_iter = 1
+            # One set of workers for every per-task step of the fit: L-BFGS
+            # maps the per-task gradients at every evaluation.
+            with TaskWorkers(self.n_jobs) as workers:
+                theta0, beta = _solve_cholesky(
+                    data, self.alpha_shared, self.alpha_task, fit_intercept, workers
+                )
+                n_iter = 1
+                if solver == "lbfgs":
+                    # The exact squared-loss solution is a cheap, good starting point.
+                    theta0, beta, n_iter, grad_norm = _solve_lbfgs(
+                        data, self.alpha_shared, self.alpha_task, self.loss, self.epsilon,
+                        fit_intercept, self.max_iter, self.tol, workers, self.verbose,
+                        theta0, beta,
+                    )
         if solver == "lbfgs":
-            # The exact squared-loss solution is a cheap, good starting point.
-            theta0, beta, n_iter, grad_norm = _solve_lbfgs(
-                data, self.alpha_shared, self.alpha_task, self.loss, self.epsilon,
-                fit_intercept, self.max_iter, self.tol, self.n_jobs, self.verbose,
-                theta0, beta,
-            )
             if grad_norm > self.tol:
                 warnings.warn(
                     f"L-BFGS did not converge in {n_iter} iterations: the largest "

@@ -13,7 +13,7 @@ from sklearn.exceptions import ConvergenceWarning
 
 import skmtl._parallel
 from skmtl import SharedParamRegressor
-from skmtl._parallel import map_task_chunks
+from skmtl._parallel import TaskWorkers, map_task_chunks
 
 FITTED = ("coef_", "intercept_", "shared_coef_", "shared_intercept_", "task_coef_")
 
@@ -182,3 +182,38 @@ def test_cheap_calls_run_serially(monkeypatch):
             _slice_sum, 10, np.arange(10.0), np.ones(10), n_jobs=2, cost=1e7
         )
     assert len(chunks) > 1 and sum(results) == np.arange(10.0).sum() + 10
+
+
+# ---------------------------------------------------------------- TaskWorkers
+
+
+def test_task_workers_cover_every_task_once_in_order_on_every_call():
+    # One Parallel kept open for many calls (the loky case is in
+    # test_n_jobs_does_not_change_the_fit).
+    with joblib.parallel_config(backend="threading"), TaskWorkers(2) as workers:
+        for n_tasks in (1, 3, 101, 101):
+            results, chunks = map_task_chunks(range, n_tasks, n_jobs=workers)
+            assert [t for r in results for t in r] == list(range(n_tasks))
+            assert [list(r) for r in results] == [list(range(a, b)) for a, b in chunks]
+            if n_tasks >= 4:
+                assert len(chunks) > 1
+
+
+def test_task_workers_raise_what_a_chunk_raises():
+    with joblib.parallel_config(backend="threading"), TaskWorkers(2) as workers:
+        with pytest.raises(ZeroDivisionError):
+            map_task_chunks(_fail_on_last_task, 10, n_jobs=workers)
+        # The workers still serve the next call.
+        results, _ = map_task_chunks(range, 10, n_jobs=workers)
+    assert [t for r in results for t in r] == list(range(10))
+
+
+def _fail_on_last_task(start, stop):
+    return 1 / (stop - 10) if stop == 10 else stop
+
+
+def test_serial_task_workers_make_one_plain_call():
+    calls = []
+    with TaskWorkers(None) as workers:
+        results, chunks = map_task_chunks(lambda a, b: calls.append((a, b)), 7, n_jobs=workers)
+    assert calls == [(0, 7)] and chunks == [(0, 7)]

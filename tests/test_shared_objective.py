@@ -4,7 +4,6 @@ import warnings
 
 import numpy as np
 import pytest
-from joblib import parallel_config
 from scipy.optimize import approx_fprime
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import r2_score
@@ -373,29 +372,6 @@ def test_sample_weight_equals_repeated_and_removed_rows(task_column):
     np.testing.assert_allclose(weighted.predict(Xt), repeated.predict(Xt), rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("task_column", [None, 0])
-def test_n_jobs_does_not_change_the_fit(task_column):
-    X, Y, Xt, *_ = _low_rank_tasks(7, n=80, noise=(0.1, 0.2, 0.3, 0.4, 0.5))
-    if task_column is None:
-        y = Y
-    else:
-        X = np.column_stack([np.arange(len(X)) % 5, X])
-        Xt = np.column_stack([np.arange(len(Xt)) % 5, Xt])
-        y = Y[np.arange(len(Y)), np.arange(len(Y)) % 5]
-    kw = dict(activation="tanh", task_weights="gradnorm", max_iter=2, random_state=0,
-              task_column=task_column)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        serial = SharedObjectiveRegressor(**kw).fit(X, y)
-        # Threads: process workers would spend the test starting up.
-        with parallel_config(backend="threading"):
-            parallel = SharedObjectiveRegressor(n_jobs=2, **kw).fit(X, y)
-    np.testing.assert_allclose(parallel.predict(Xt), serial.predict(Xt), rtol=1e-8, atol=1e-10)
-    np.testing.assert_allclose(
-        parallel.task_weights_history_, serial.task_weights_history_, rtol=1e-8
-    )
-
-
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 def test_unknown_task_is_predicted_by_the_mean_head():
     rng = np.random.RandomState(8)
@@ -410,14 +386,6 @@ def test_unknown_task_is_predicted_by_the_mean_head():
         .fit(X, y).predict(Xt),
         expected,
     )
-
-
-@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
-def test_random_state_makes_the_fit_deterministic():
-    X, Y, Xt, *_ = _low_rank_tasks(9, n=80)
-    a = SharedObjectiveRegressor(activation="relu", random_state=3).fit(X, Y).predict(Xt)
-    b = SharedObjectiveRegressor(activation="relu", random_state=3).fit(X, Y).predict(Xt)
-    np.testing.assert_array_equal(a, b)
 
 
 def test_uncertainty_ignores_tasks_too_small_to_estimate_their_noise():

@@ -262,17 +262,37 @@ def _estimators():
 ESTIMATORS = _estimators()
 
 
-@pytest.fixture(params=list(ESTIMATORS))
-def make_estimator(request):
-    """``make_estimator(**params)`` -> an unfitted estimator, for every estimator."""
-    cls, defaults = ESTIMATORS[request.param]
+def _factory(name):
+    cls, defaults = ESTIMATORS[name]
 
     def make(**params):
         return cls(**{**defaults, **params})
 
-    make.name = request.param
-    make.cls = cls
+    make.name, make.cls = name, cls
     return make
+
+
+@pytest.fixture(params=list(ESTIMATORS))
+def make_estimator(request):
+    """``make_estimator(**params)`` -> an unfitted estimator, for every estimator."""
+    return _factory(request.param)
+
+
+def pytest_generate_tests(metafunc):
+    """A test taking ``estimator_case`` runs over a table of every estimator x its cases.
+
+    The test module's ``estimator_cases(make)`` lists the cases of one
+    estimator (``make`` as from ``make_estimator``) as
+    ``pytest.param(*values, id=...)``; the test receives ``(make, *values)``.
+    """
+    if "estimator_case" not in metafunc.fixturenames:
+        return
+    table = [
+        pytest.param((make, *case.values), id=f"{make.name}-{case.id}", marks=case.marks)
+        for make in map(_factory, ESTIMATORS)
+        for case in metafunc.module.estimator_cases(make)
+    ]
+    metafunc.parametrize("estimator_case", table)
 
 
 @pytest.fixture(params=["wide", "wide-1d", "long", "long-strings"])

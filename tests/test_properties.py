@@ -153,47 +153,71 @@ def _scaled_alphas(model, ratio):
             if k in params and not isinstance(params[k], str)}
 
 
-@pytest.mark.filterwarnings("ignore:Found .* unknown task:UserWarning")
-@settings(max_examples=12, **_SETTINGS)
-@given(layout=wide_layouts())
-def test_fits_are_finite_and_layouts_agree(make_estimator, layout):
+def _fit_both(make, layout, **params):
+    """Fit the wide layout and its long form.
+
+    Both data terms are weighted sums divided by S: the wide X's rows
+    (labelled or not) and the long layout's pairs. Scaling the long fit's
+    alphas by S_wide / S_long makes its objective the wide one times that
+    ratio (tests/test_layouts.py).
+    """
     X, Y = _wide_input(layout)
-    wide = _fit(make_estimator(**_TIGHT[make_estimator.name]), X, Y)
     X_long, y_long, task_column, rows, tasks = _long_input(layout)
-    # Both data terms are weighted sums divided by S: the wide X's rows
-    # (labelled or not) and the long layout's pairs. Scaling the alphas by
-    # S_wide / S_long makes the long objective the wide one times that ratio
-    # (tests/test_layouts.py).
-    ratio = len(layout.X) / len(rows)
-    model = make_estimator(**_TIGHT[make_estimator.name], task_column=task_column)
-    long = _fit(model.set_params(**_scaled_alphas(model, ratio)), X_long, y_long)
-    n_tasks = layout.Y.shape[1]
-    if wide is not None:
-        pred_wide = _check_predictions(
-            wide, X, (len(X),) if layout.one_d else (len(X), n_tasks))
-    if long is not None:
-        pred_long = _check_predictions(long, X_long, (len(y_long),))
-    if wide is None or long is None:
-        # One refused: fewer than 2 rows (one wide row) are checked in _fit;
-        # REML's refusals depend on the pairs only, the same in both.
-        assert (wide is None and long is None) or min(len(X), len(X_long)) < 2
-        event("refused")
-        return
-    assert wide.n_tasks_ == long.n_tasks_ == n_tasks
-    if make_estimator.cls is SharedObjectiveRegressor:
-        # With few rounds the two fits stop at different points (below).
-        _assert_same_start(wide, long, ratio)
-        event("same start")
-        return
-    if not (wide.converged and long.converged):
-        # Two fits stopped short of the optimum agree only as far as they got
+    ratio = len(X) / len(rows)
+    long = make(**params, task_column=task_column)
+    return SimpleNamespace(
+        wide=_fit(make(**params), X, Y), X=X,
+        long=_fit(long.set_params(**_scaled_alphas(long, ratio)), X_long, y_long),
+        X_long=X_long, y_long=y_long, rows=rows, tasks=tasks, ratio=ratio,
+    )
+
+
+def _refused(fits):
+    """Whether a layout refused; then both did, or one had fewer than 2 rows.
+
+    Fewer than 2 rows (one wide row, or one pair) is checked in ``_fit``;
+    REML's refusals depend on the pairs only, the same in both layouts.
+    """
+    if fits.wide is not None and fits.long is not None:
+        return False
+    assert (fits.wide is None and fits.long is None) or min(len(fits.X), len(fits.X_long)) < 2
+    event("refused")
+    return True
+
+
+def _assert_layouts_agree(fits, layout, rtol):
+    """Converged fits predict each observed pair alike, to ``rtol`` of the largest |y|."""
+    if not (fits.wide.converged and fits.long.converged):
+        # Fits stopped short of the optimum agree only as far as they got
         # (Huber with |y| ~ 1e3 stops at a gradient far above tol=1e-7).
         event("not converged")
         return
     event("compared")
-    scale = max(np.nanmax(np.abs(layout.Y)).astype(float), 1e-300)
-    pred_wide = pred_wide.reshape(len(X), -1)[rows, tasks]
-    assert_allclose(pred_long, pred_wide, rtol=0, atol=_AGREE[make_estimator.name] * scale)
+    scale = max(float(np.nanmax(np.abs(layout.Y))), 1e-300)
+    pred_wide = fits.wide.predict(fits.X).reshape(len(fits.X), -1)[fits.rows, fits.tasks]
+    assert_allclose(fits.long.predict(fits.X_long), pred_wide, rtol=0, atol=rtol * scale)
+
+
+@pytest.mark.filterwarnings("ignore:Found .* unknown task:UserWarning")
+@settings(max_examples=12, **_SETTINGS)
+@given(layout=wide_layouts())
+def test_fits_are_finite_and_layouts_agree(make_estimator, layout):
+    fits = _fit_both(make_estimator, layout, **_TIGHT[make_estimator.name])
+    n_tasks = layout.Y.shape[1]
+    if fits.wide is not None:
+        _check_predictions(fits.wide, fits.X,
+                           (len(fits.X),) if layout.one_d else (len(fits.X), n_tasks))
+    if fits.long is not None:
+        _check_predictions(fits.long, fits.X_long, (len(fits.y_long),))
+    if _refused(fits):
+        return
+    assert fits.wide.n_tasks_ == fits.long.n_tasks_ == n_tasks
+    if make_estimator.cls is SharedObjectiveRegressor:
+        # With few rounds the two fits stop at different points (below).
+        _assert_same_start(fits.wide, fits.long, fits.ratio)
+        event("same start")
+        return
+    _assert_layouts_agree(fits, layout, _AGREE[make_estimator.name])
 
 
 def _assert_same_start(wide, long, ratio):
@@ -218,26 +242,10 @@ def test_shared_objective_layouts_agree_at_convergence(layout):
     # regularized W, whose fitted values are unique: two converged fits agree.
     # Unconverged ones need not: L-BFGS's first step is not invariant to the
     # ratio and its line searches amplify rounding.
-    n_features = layout.X.shape[1]
-    params = dict(n_components=n_features, task_weights="equal", alpha=1e-2, tol=1e-9,
-                  max_iter=300, random_state=0)
-    X, Y = _wide_input(layout)
-    wide = _fit(SharedObjectiveRegressor(**params), X, Y)
-    X_long, y_long, task_column, rows, tasks = _long_input(layout)
-    ratio = len(layout.X) / len(rows)
-    long = _fit(SharedObjectiveRegressor(**{**params, "alpha": params["alpha"] * ratio},
-                                         task_column=task_column), X_long, y_long)
-    if wide is None or long is None:
-        assert (wide is None and long is None) or min(len(X), len(X_long)) < 2
-        event("refused")
-        return
-    if not (wide.converged and long.converged):
-        event("not converged")
-        return
-    event("compared")
-    scale = np.nanmax(np.abs(layout.Y)).astype(float)
-    assert_allclose(long.predict(X_long), wide.predict(X).reshape(len(X), -1)[rows, tasks],
-                    rtol=0, atol=1e-4 * max(scale, 1e-300))
+    fits = _fit_both(SharedObjectiveRegressor, layout, n_components=layout.X.shape[1],
+                     task_weights="equal", alpha=1e-2, tol=1e-9, max_iter=300, random_state=0)
+    if not _refused(fits):
+        _assert_layouts_agree(fits, layout, 1e-4)
 
 
 @settings(max_examples=8, **_SETTINGS)

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from numpy.testing import assert_allclose
 from sklearn.exceptions import ConvergenceWarning
 
-from skmtl import SharedObjectiveRegressor
+from skmtl import SharedObjectiveRegressor, SharedParamRegressor
 
 # The documented refusals of input these layouts can produce: fewer than two
 # rows, and REML's (alpha_task='auto') two: no degree of freedom left for the
@@ -256,3 +256,23 @@ def test_a_task_with_no_label_is_refused(make_estimator, layout, data):
     X, Y = _wide_input(layout)
     with pytest.raises(ValueError, match=rf"y column\(s\) \[{empty}\] have no observed label"):
         make_estimator().fit(X, Y)
+
+
+# Found by test_fits_are_finite_and_layouts_agree (under hypothesis's
+# statistics mode, which draws other examples) and reduced by hand: 5 rows
+# of 4 features and 16 tasks, 30% of the labels missing. REML fails inside
+# L-BFGS-B with scipy's "3-th leading minor of the array is not positive
+# definite" (the fixed-effects matrix C in skmtl/_reml.py) instead of
+# fitting or refusing with its documented errors; features scaled by 1e-3 or
+# 1e3 fail more often. Reported to the lead, who is rewriting skmtl/_reml.py
+# (not this branch's to change). Strict: the mark must go once it fits.
+@pytest.mark.xfail(raises=np.linalg.LinAlgError, strict=True,
+                   reason="REML's Cholesky of the fixed-effects matrix fails (reported)")
+def test_reml_fits_few_rows_of_many_tasks():
+    rng = np.random.RandomState(2)
+    X = rng.normal(size=(5, 4))
+    Y = rng.normal(size=(5, 16))
+    Y[rng.uniform(size=Y.shape) < 0.3] = np.nan
+    model = _fit(SharedParamRegressor(alpha_shared=0.3, alpha_task="auto"), X, Y)
+    if model is not None:
+        _check_predictions(model, X, Y.shape)

@@ -35,14 +35,14 @@ def _assert_identical(a, b, rtol=0.0):
 
 
 # n_jobs=None and 1 run one plain call over all tasks: bit-identical. With
-# n_jobs=2 the tasks are split in chunks (a few per worker), and in the wide
-# layout a chunk's work is a matrix product over its columns (``deriv.T @ X``,
-# ``(deriv * weights) @ coef``) and a sum over its (row, task) entries, which
-# the parent then adds chunk by chunk: BLAS and numpy's pairwise sum order the
-# additions by the shape, so the sums are rounded differently (measured: up to
-# 5e-14 of the largest entry, after REML's iterations; the long layout, whose
-# chunks are row ranges, came out identical on these data). SPEC section 4
-# allows exactly this; the iteration counts must still agree.
+# n_jobs=2 the tasks are split in chunks (a few per worker). The parent then
+# adds the chunks' sums (the loss, the shared part's gradient) chunk by chunk
+# instead of in one numpy reduction, and in the wide layout a chunk's own work
+# is a matrix product over its columns (``deriv.T @ X``), which BLAS orders by
+# the shape: the sums are rounded differently. Measured: up to 5e-14 of the
+# largest entry (REML, after its iterations), 2e-15 for Huber in the long
+# layout, 0 for the long layout's direct solves. SPEC section 4 allows
+# exactly this; the iteration counts must still agree.
 _PARALLEL_RTOL = 1e-12
 # SharedObjectiveRegressor's dozens of L-BFGS iterations and line searches on
 # a nonconvex objective carry those last-bit differences forward and grow

@@ -200,9 +200,15 @@ def _assert_layouts_agree(fits, layout, rtol):
 
 @pytest.mark.filterwarnings("ignore:Found .* unknown task:UserWarning")
 @settings(max_examples=12, **_SETTINGS)
-@given(layout=wide_layouts())
-def test_fits_are_finite_and_layouts_agree(make_estimator, layout):
-    fits = _fit_both(make_estimator, layout, **_TIGHT[make_estimator.name])
+@given(layout=wide_layouts(), data=st.data())
+def test_fits_are_finite_and_layouts_agree(make_estimator, layout, data):
+    params = dict(_TIGHT[make_estimator.name])
+    if make_estimator.cls is SharedObjectiveRegressor:
+        params.update(
+            task_weights=data.draw(st.sampled_from(["equal", "uncertainty", "dwa", "gradnorm"])),
+            activation=data.draw(st.sampled_from(["identity", "tanh", "relu"])),
+        )
+    fits = _fit_both(make_estimator, layout, **params)
     n_tasks = layout.Y.shape[1]
     if fits.wide is not None:
         _check_predictions(fits.wide, fits.X,

@@ -258,10 +258,6 @@ def estimator_cases(make):
     return cases
 
 
-def test_every_estimator_has_its_parameter_cases(make_estimator):
-    assert make_estimator.cls in ESTIMATOR_CASES
-
-
 def test_bad_input_is_refused(estimator_case):
     # The table: every estimator (tests/conftest.py) x estimator_cases(cls).
     make, run, error, match = estimator_case

@@ -10,7 +10,12 @@ from sklearn.metrics import r2_score
 
 from skmtl import SharedObjectiveRegressor
 from skmtl._losses import LOSSES
-from skmtl._shared_objective import _Network, _objective, _objective_at_initialization
+from skmtl._shared_objective import (
+    _gradnorm_weights,
+    _Network,
+    _objective,
+    _objective_at_initialization,
+)
 from skmtl._tasks import make_long_tasks, make_wide_tasks
 
 ACTIVATIONS = {
@@ -277,6 +282,32 @@ def test_gradnorm_follows_its_formula():
     np.testing.assert_allclose(next_weights, 3 * expected / expected.sum(), rtol=1e-4)
     # The initial loss is the intercept-only model's: half each task's variance.
     np.testing.assert_allclose(model.initial_loss_, 0.5 * Y.var(axis=0), rtol=1e-12)
+
+
+def test_gradnorm_weights_of_tasks_fitted_exactly():
+    # Regression (found by tests/test_properties.py): one label per task, so
+    # every task is fitted exactly and its gradient norm is ~0. 1 / norm was
+    # summed before normalizing: overflow (a RuntimeWarning, an error here).
+    X = np.array([[1.76405235], [0.40015721]])
+    Y = np.array([[np.nan] * 4, [1.30526408, 0.45706876, 0.76864127, 0.12736554]])
+    model = SharedObjectiveRegressor(n_components=2, max_iter=3, task_weights="gradnorm",
+                                     random_state=0).fit(X, Y)
+    assert np.all(np.isfinite(model.predict(X)))
+    # The formula, on a log scale where nothing overflows: norms of 1e-300
+    # and below next to ordinary ones.
+    weights = np.array([0.5, 1.0, 1.5, 1.0])
+    norms = np.array([1e-300, 3e-305, 2.0, 0.5])
+    losses, initial = np.array([0.1, 0.2, 0.3, 0.4]), np.array([1.0, 1.0, 2.0, 0.5])
+    rate = (losses / initial) / np.mean(losses / initial)
+    log_target = 1.5 * np.log(rate) - np.log(norms)
+    target = np.exp(log_target - log_target.max())
+    target /= target.sum()
+    log_new = 0.5 * (np.log(weights) + np.log(target))
+    expected = np.exp(log_new - log_new.max())
+    np.testing.assert_allclose(
+        _gradnorm_weights(weights, norms, losses, initial), 4 * expected / expected.sum(),
+        rtol=1e-12,
+    )
 
 
 def test_fixed_weights_are_normalized_and_kept():

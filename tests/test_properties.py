@@ -5,7 +5,10 @@ labels are missing, single-label and constant tasks, dtype, container, label
 type) and a seed for the numbers. For every estimator each fit either
 succeeds with finite predictions of the right shape or raises one of the
 documented errors, and the wide layout and its long form (one row per
-observed (row, task) label) give the same model.
+observed (row, task) label) predict alike once both have converged.
+
+The examples are derandomized, so that the suite is reproducible; to search
+further, raise ``max_examples`` and set ``derandomize=False`` locally.
 """
 
 import re

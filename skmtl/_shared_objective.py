@@ -341,7 +341,10 @@ def _gradnorm_weights(weights, grad_norms, task_losses, initial_losses):
     """
     ratio = task_losses / np.maximum(initial_losses, np.finfo(float).tiny)
     rate = ratio / ratio.mean() if ratio.mean() > 0 else np.ones_like(ratio)
-    target = rate**_GRADNORM_ASYMMETRY / np.maximum(grad_norms, np.finfo(float).tiny)
+    norms = np.maximum(grad_norms, np.finfo(float).tiny)
+    # 1 / norm scaled by the smallest norm first, so that it cannot overflow:
+    # tasks fitted exactly have norms near 0.
+    target = rate**_GRADNORM_ASYMMETRY * (norms.min() / norms)
     target = _normalize(np.maximum(target, np.finfo(float).tiny))
     return _normalize(np.sqrt(weights * target))
 

@@ -253,3 +253,99 @@ def dask_client():
         dashboard_address=None,
     ) as cluster, distributed.Client(cluster) as client:
         yield client
+
+
+# ------------------------------------------------------- every estimator
+#
+# One configuration per code path of every public estimator (SharedParam:
+# squared and Huber with a float alpha_task, and the REML 'auto'; SharedFeature:
+# both penalties; SharedObjective: few rounds). Tests that must hold for every
+# estimator take the ``make_estimator`` fixture: ``make_estimator(**params)``
+# builds one with ``params`` on top of these.
+
+
+def _estimators():
+    from skmtl import SharedFeatureRegressor, SharedObjectiveRegressor, SharedParamRegressor
+
+    return {
+        "param-squared": (SharedParamRegressor, dict(alpha_shared=0.3, alpha_task=0.7)),
+        "param-huber": (SharedParamRegressor, dict(alpha_shared=0.3, alpha_task=0.7,
+                                                   loss="huber")),
+        "param-auto": (SharedParamRegressor, dict(alpha_shared=0.3, alpha_task="auto")),
+        "feature-l21": (SharedFeatureRegressor, dict(alpha=0.05, penalty="l21")),
+        "feature-trace": (SharedFeatureRegressor, dict(alpha=0.05, penalty="trace")),
+        "objective": (SharedObjectiveRegressor, dict(n_components=2, max_iter=3,
+                                                     random_state=0)),
+    }
+
+
+ESTIMATORS = _estimators()
+
+
+def _factory(name):
+    cls, defaults = ESTIMATORS[name]
+
+    def make(**params):
+        return cls(**{**defaults, **params})
+
+    make.name, make.cls = name, cls
+    return make
+
+
+@pytest.fixture(params=list(ESTIMATORS))
+def make_estimator(request):
+    """``make_estimator(**params)`` -> an unfitted estimator, for every estimator."""
+    return _factory(request.param)
+
+
+def pytest_generate_tests(metafunc):
+    """A test taking ``estimator_case`` runs over a table of every estimator x its cases.
+
+    The test module's ``estimator_cases(make)`` lists the cases of one
+    estimator (``make`` as from ``make_estimator``) as
+    ``pytest.param(*values, id=...)``; the test receives ``(make, *values)``.
+    """
+    if "estimator_case" not in metafunc.fixturenames:
+        return
+    table = [
+        pytest.param((make, *case.values), id=f"{make.name}-{case.id}", marks=case.marks)
+        for make in map(_factory, ESTIMATORS)
+        for case in metafunc.module.estimator_cases(make)
+    ]
+    metafunc.parametrize("estimator_case", table)
+
+
+@pytest.fixture(params=["wide", "wide-1d", "long", "long-strings"])
+def fit_case(request):
+    """A small fit: ``X``, ``y``, ``task_column`` and ``X_new`` to predict.
+
+    Wide with missing labels and a row with none, wide with a 1-D ``y``, long
+    with int labels, long with string labels in a DataFrame. ``X_new`` of the
+    long cases holds a task that fit never saw.
+    """
+    import pandas as pd
+
+    rng = np.random.RandomState(0)
+    X = rng.normal(size=(30, 3))
+    Y = X @ rng.normal(size=(3, 4)) + rng.normal(size=(30, 4))
+    Y[rng.uniform(size=Y.shape) < 0.2] = np.nan
+    Y[0] = np.nan
+    y = X @ rng.normal(size=3) + rng.normal(size=30)
+    labels = np.repeat([3, 1, 2], 10)
+    df = pd.DataFrame(X, columns=["a", "b", "c"]).assign(
+        school=pd.Series(np.array(["x", "y", "z"])[labels - 1], dtype="str")
+    )
+    df_new = df.assign(school=pd.Series(np.where(np.arange(30) % 7 == 0, "w", df.school),
+                                        dtype="str"))
+    cases = {
+        "wide": (X, Y, X[::-1]),
+        "wide-1d": (X, Y[:, 1], X[::-1]),
+        "long": (np.column_stack([labels, X]), y,
+                 np.column_stack([np.repeat([3, 1, 2, 4], [7, 7, 8, 8]), X])),
+        "long-strings": (df, y, df_new),
+    }
+    X, y, X_new = cases[request.param]
+    return SimpleNamespace(name=request.param, X=X, y=y, X_new=X_new,
+                           task_column={"long": 0, "long-strings": "school"}.get(request.param))
+
+

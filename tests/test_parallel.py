@@ -1,13 +1,10 @@
-"""n_jobs does not change results; the per-task chunking; persistence."""
+"""n_jobs does not change results; the per-task chunking."""
 
-import pickle
 import warnings
 
 import joblib
 import numpy as np
-import pandas as pd
 import pytest
-import skops.io
 from numpy.testing import assert_allclose, assert_array_equal
 from sklearn.exceptions import ConvergenceWarning
 
@@ -108,63 +105,6 @@ def test_no_tasks_makes_no_call():
     calls = []
     results, chunks = map_task_chunks(lambda a, b: calls.append(a), 0)
     assert (results, chunks, calls) == ([], [], [])
-
-
-# ---------------------------------------------------------------- persistence
-
-
-def _fitted_models():
-    rng = np.random.RandomState(0)
-    X = rng.normal(size=(30, 3))
-    Y = X @ rng.normal(size=(3, 4)) + rng.normal(size=(30, 4))
-    Y[rng.uniform(size=Y.shape) < 0.2] = np.nan
-    Y[0] = np.nan
-    df = pd.DataFrame(X, columns=["a", "b", "c"]).assign(
-        school=pd.Series(rng.choice(["x", "y", "z"], 30), dtype="str")
-    )
-    y = rng.normal(size=30)
-    return {
-        "wide": (SharedParamRegressor().fit(X, Y), X),
-        "wide-1d": (SharedParamRegressor().fit(X, Y[:, 1]), X),
-        "long-huber": (SharedParamRegressor(loss="huber", task_column=0).fit(
-            np.column_stack([np.repeat([3, 1, 2], 10), X]), y),
-            np.column_stack([np.repeat([3, 1, 2, 4], [7, 7, 8, 8]), X])),
-        "long-strings": (SharedParamRegressor(task_column="school").fit(df, y), df),
-    }
-
-
-def _pickle(model, tmp_path):
-    return pickle.loads(pickle.dumps(model))
-
-
-def _joblib(model, tmp_path):
-    joblib.dump(model, tmp_path / "model.joblib")
-    return joblib.load(tmp_path / "model.joblib")
-
-
-def _skops(model, tmp_path):
-    data = skops.io.dumps(model)
-    untrusted = skops.io.get_untrusted_types(data=data)
-    # Fitted attributes are numpy arrays and builtins: nothing to trust but
-    # skmtl's own classes.
-    assert all(name.startswith("skmtl.") for name in untrusted), untrusted
-    return skops.io.loads(data, trusted=untrusted)
-
-
-@pytest.mark.parametrize("dump_load", [_pickle, _joblib, _skops], ids=["pickle", "joblib", "skops"])
-@pytest.mark.parametrize("case", ["wide", "wide-1d", "long-huber", "long-strings"])
-def test_round_trip_gives_identical_predictions(case, dump_load, tmp_path):
-    model, X_new = _fitted_models()[case]
-    with warnings.catch_warnings():
-        # "long-huber" predicts an unseen task 4 with the shared model.
-        warnings.simplefilter("ignore", UserWarning)
-        before = model.predict(X_new)
-        loaded = dump_load(model, tmp_path)
-        after = loaded.predict(X_new)
-    assert type(loaded) is SharedParamRegressor
-    assert loaded.get_params() == model.get_params()
-    assert_array_equal(after, before)
-    assert_array_equal(loaded.tasks_, model.tasks_)
 
 
 def test_cheap_calls_run_serially(monkeypatch):

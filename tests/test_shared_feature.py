@@ -363,19 +363,3 @@ def test_path_starts_at_alpha_max_and_matches_fresh_fits(penalty, loss):
         fresh = SharedFeatureRegressor(alpha=alphas[k], **params).fit(Xl, y)
         np.testing.assert_allclose(coefs[..., k], fresh.coef_, atol=1e-6)
         np.testing.assert_allclose(intercepts[:, k], fresh.intercept_, atol=1e-6)
-
-
-@pytest.mark.parametrize("penalty", ["l21", "trace"])
-def test_round_trip_through_pickle_and_skops(penalty):
-    import pickle
-
-    sio = pytest.importorskip("skops.io")
-    X, codes, y, sw = _long_problem(seed=13)
-    model, _, _ = _fit_long(X, codes, y, sw, alpha=0.05, penalty=penalty)
-    Xl = np.column_stack([codes, X])
-    blob = sio.dumps(model)
-    # Fitted attributes are arrays and builtins: only skmtl's class to trust.
-    assert sio.get_untrusted_types(data=blob) == ["skmtl._shared_feature.SharedFeatureRegressor"]
-    for loaded in (pickle.loads(pickle.dumps(model)), sio.loads(blob, trusted=sio.get_untrusted_types(data=blob))):
-        np.testing.assert_array_equal(loaded.predict(Xl), model.predict(Xl))
-        np.testing.assert_array_equal(loaded.transform(Xl), model.transform(Xl))

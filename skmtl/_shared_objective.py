@@ -890,7 +890,7 @@ class SharedObjectiveRegressor(MultiTaskRegressorBase):
         Each task's :math:`D_t` at initialization (GradNorm's reference).
     n_iter_ : int
         Number of rounds run.
-    validation_scores_ : ndarray of shape (n_iter_,) or None
+    validation_scores_ : ndarray of shape (n_rounds,) or None
         The validation score after each round; ``None`` unless
         ``early_stopping=True``. The kept round is
         ``np.argmax(validation_scores_) + 1``.

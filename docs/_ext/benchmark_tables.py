@@ -14,6 +14,7 @@ function of :data:`TABLES`. A change to a JSON file rebuilds the page.
 import functools
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 from docutils import nodes
@@ -32,6 +33,9 @@ def _script(name):
     Loaded from its file (benchmarks are scripts, not a package), so that
     this page shows the results exactly as the script prints them.
     """
+    # Scripts import their siblings by bare name, as when run from benchmarks/.
+    if str(REPO / "benchmarks") not in sys.path:
+        sys.path.append(str(REPO / "benchmarks"))
     spec = importlib.util.spec_from_file_location(f"_skmtl_{name}", REPO / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -50,12 +54,13 @@ def _markdown_table(lines):
     return _list_table(rows[0], rows[1:])
 
 
-def _markdown_sections(lines):
-    """``## heading`` -> the lines under it."""
+def _markdown_sections(lines, level=2):
+    """``## heading`` (``level`` hashes) -> the lines under it."""
+    prefix = "#" * level + " "
     sections, current = {}, None
     for line in lines:
-        if line.startswith("## "):
-            current = sections.setdefault(line[3:].strip(), [])
+        if line.startswith(prefix):
+            current = sections.setdefault(line[len(prefix):].strip(), [])
         elif current is not None:
             current.append(line)
     return sections
@@ -202,6 +207,101 @@ def shared_param_auto(results, ra):
     return lines
 
 
+def _scaling_section(heading):
+    def render(results, ra):
+        sections = _markdown_sections(_script("bench_scaling").table(results).splitlines(), level=3)
+        if heading not in sections:
+            return ["This run has no such part.", ""]
+        return _markdown_table(sections[heading])
+
+    render.__doc__ = f"bench_scaling: the table under ``### {heading}``."
+    return render
+
+
+def scaling_info(results, ra):
+    """bench_scaling: when, where and how the run was made."""
+    m, v = results["machine"], results["versions"]
+    load = f"{m['load_average_at_start'][0]:.1f} at the start"
+    if "load_average_at_end" in results:
+        load += f", {results['load_average_at_end'][0]:.1f} at the end"
+    return [
+        f"Run of {results['date'][:16].replace('T', ' ')} UTC at commit "
+        f"``{results['git_commit'][:7]}`` on {m['cpu_count']} cores (load average {load}), "
+        f"Python {m['python']}, numpy {v['numpy']}, scipy {v['scipy']}, scikit-learn "
+        f"{v['sklearn']}; {results['args']['repeats']} repeats"
+        f"{' (--quick)' if results['args'].get('quick') else ''}; {results['pinned']}; "
+        f"wall time {results['wall_time_s'] / 60:.1f} min.",
+        "",
+    ]
+
+
+def _mb(n_bytes):
+    return f"{n_bytes / 1e6:,.0f} MB" if n_bytes >= 1e7 else f"{n_bytes / 1e6:.1f} MB"
+
+
+def sufficient_stats(results, ra):
+    """bench_sufficient_stats: the dask fit of the whole frame against the in-memory fit of a sample."""
+    d, v = results["data"], results["versions"]
+    info = [
+        f"Run of {results['date'][:16].replace('T', ' ')} UTC at commit ``{results['commit']}`` "
+        f"on {results['cpu_count']} cores (load average {results['load_average_at_start'][0]:.1f} "
+        f"at the start), dask {v['dask']}, numpy {v['numpy']}, pandas {v['pandas']}, "
+        f"``{results['cluster']}``, BLAS at {results['blas_threads']} thread. Data: "
+        f"{d['rows']:,} rows in {d['partitions']} partitions of {d['rows_per_partition']:,}, "
+        f"{d['features']} features, {d['tasks']:,} tasks, {d['bytes'] / 1e9:.2f} GB; sample: "
+        f"the first {results['sample_rows']:,} rows ({_mb(results['sample_bytes'])}). Times "
+        f"are medians of {results['repeat']} fits; peaks are the largest over those fits.",
+        "",
+    ]
+    full, sample = f"{d['rows']:,} rows", f"{results['sample_rows']:,} rows"
+    rows = []
+    for name, e in results["results"].items():
+        f, s, m = e["dask_full"], e["dask_sample"], e["in_memory_sample"]
+        extra = []
+        if f.get("n_iter", 1) > 1 and "n_selected_features" not in f:
+            extra.append(f"{f['n_iter']} iterations")
+        if "n_selected_features" in f:
+            extra.append(f"{f['n_selected_features']} of {d['features']} features kept")
+        rows.append([
+            f"``{name}``",
+            f"{f['median_seconds']:.1f} s" + (f" ({'; '.join(extra)})" if extra else ""),
+            f"+{_mb(f['client_peak_rss_growth_bytes'])}",
+            f"{_mb(f['worker_peak_rss_bytes'])} ({_mb(f['worker_start_rss_bytes'])})",
+            f"{s['median_seconds']:.2f} s", f"{m['median_seconds']:.2f} s",
+            f"+{_mb(m['client_peak_rss_growth_bytes'])}",
+            f"{e['sample_max_relative_difference']:.1e}",
+        ])
+    return info + _list_table(
+        ["estimator", f"{full} on dask: fit", "client peak", "worker peak (at start)",
+         f"{sample}: dask fit", f"{sample}: in-memory fit", "in-memory peak",
+         "max rel. difference"], rows)
+
+
+def shared_objective(results, ra):
+    """bench_shared_objective: every contender per data set, as the script prints it."""
+    a = results["args"]
+    loads = ", ".join(f"{key} {res['load_average_before'][0]:.1f} to "
+                      f"{res['load_average_after'][0]:.1f}"
+                      for key, res in results["datasets"].items())
+    lines = [
+        f"{a['repeats']} repeats, BLAS and torch at {results['threads']} thread, "
+        f"{results['torch']}; hidden size {a['hidden']}, activation ``{a['activation']}``; "
+        f"early stopping on {float(a['validation_fraction']):.0%} of the training rows "
+        f"with a count of {a['patience']}; 1-minute load average {loads}.",
+        "",
+    ]
+    rows = []
+    for key, res in results["datasets"].items():
+        for label, r in res["contenders"].items():
+            note = "" if r.get("reached", True) else " (not reached: best epoch)"
+            rows.append([key, label, f"{r['alpha']:g}",
+                         f"{r['score_median']:.4f}", f"{r['fit_time_median']:.3f} s{note}",
+                         f"{r['fit_time_ratio_vs_skmtl']:.2f}",
+                         f"{r['fit_time_ratio_vs_reference']:.2f} ({r['reference']})"])
+    return lines + _list_table(["data", "contender", "alpha", "test R^2", "fit time",
+                                "time / skmtl", "time / reference"], rows)
+
+
 TABLES = {
     "run-info": run_info,
     "overview-real": overview_real,
@@ -213,6 +313,12 @@ TABLES = {
     "shared-param-synthetic": shared_param_synthetic,
     "shared-param-school": shared_param_school,
     "shared-param-auto": shared_param_auto,
+    "scaling-info": scaling_info,
+    "scaling-rows": _scaling_section("Fit time against rows"),
+    "scaling-tasks": _scaling_section("Fit time against tasks"),
+    "scaling-njobs": _scaling_section("n_jobs=2 against n_jobs=1"),
+    "sufficient-stats": sufficient_stats,
+    "shared-objective": shared_objective,
 }
 
 

@@ -221,6 +221,11 @@ def _scaling_section(heading):
 def scaling_info(results, ra):
     """bench_scaling: when, where and how the run was made."""
     m, v = results["machine"], results["versions"]
+    repeats = f"{results['args']['repeats']} repeats"
+    njobs = [len(r["n_jobs_1"]["runs"]) for nj in results.get("njobs", [])
+             for r in nj["estimators"].values()]
+    if njobs:
+        repeats += f" ({max(njobs)} in the n_jobs part)"
     load = f"{m['load_average_at_start'][0]:.1f} at the start"
     if "load_average_at_end" in results:
         load += f", {results['load_average_at_end'][0]:.1f} at the end"
@@ -228,7 +233,7 @@ def scaling_info(results, ra):
         f"Run of {results['date'][:16].replace('T', ' ')} UTC at commit "
         f"``{results['git_commit'][:7]}`` on {m['cpu_count']} cores (load average {load}), "
         f"Python {m['python']}, numpy {v['numpy']}, scipy {v['scipy']}, scikit-learn "
-        f"{v['sklearn']}; {results['args']['repeats']} repeats"
+        f"{v['sklearn']}; {repeats}"
         f"{' (--quick)' if results['args'].get('quick') else ''}; {results['pinned']}; "
         f"wall time {results['wall_time_s'] / 60:.1f} min.",
         "",

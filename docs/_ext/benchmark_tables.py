@@ -335,7 +335,10 @@ class BenchmarkTable(SphinxDirective):
 
     def run(self):
         path = RESULTS / self.arguments[0]
-        self.env.note_dependency(str(path))
+        # The tables change with the results, with this file and with the
+        # scripts' own renderers.
+        for dependency in [path, Path(__file__), *sorted((REPO / "benchmarks").glob("*.py"))]:
+            self.env.note_dependency(str(dependency))
         results = json.loads(path.read_text())
         lines = TABLES[self.options["table"]](results, _run_all())
         container = nodes.container()

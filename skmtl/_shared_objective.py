@@ -7,11 +7,10 @@ import numpy as np
 from scipy.optimize import line_search
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
-from threadpoolctl import threadpool_limits
 
 from ._base import Interval, MultiTaskRegressorBase, StrOptions
 from ._losses import LOSSES
-from ._parallel import TaskWorkers, map_task_chunks
+from ._parallel import TaskWorkers, map_task_chunks, single_blas_thread
 from ._tasks import LongTasks, WideTasks
 
 # L-BFGS iterations between two updates of the task weights: short enough
@@ -1063,7 +1062,7 @@ class SharedObjectiveRegressor(MultiTaskRegressorBase):
         # product of 33,000 entries took 15 ms with 2 BLAS threads, 6 us
         # with one.
         # One set of workers for every evaluation of the objective.
-        with threadpool_limits(limits=1, user_api="blas"), TaskWorkers(self.n_jobs) as workers:
+        with single_blas_thread(), TaskWorkers(self.n_jobs) as workers:
             theta, history, curve, initial, n_rounds, converged, grad_ratio = _train(
                 data, net, theta, losses, self.epsilon, self.alpha, strategy, fixed,
                 self.max_iter, self.tol, workers, self.verbose, monitor,

@@ -218,7 +218,10 @@ class SharedParamRegressor(MultiTaskRegressorBase):
         :math:`u_t = (v_t, c_t)`; with ``alpha_shared=0`` the coefficients are
         the mixed model's fixed effects plus predicted random effects. Sample
         weights are then precision weights (row :math:`i` has noise variance
-        :math:`\\sigma^2 / s_i`).
+        :math:`\\sigma^2 / s_i`). REML needs more observed labels than
+        independent columns of ``[X, 1]``, since it estimates
+        :math:`\\sigma^2` from the residual degrees of freedom; with fewer
+        ``fit`` raises a ``ValueError`` (use a float ``alpha_task`` there).
     loss : {'squared', 'huber'}, default='squared'
         Loss of a residual.
     epsilon : float, default=1.35

@@ -286,3 +286,40 @@ def test_wide_shapes(problem_factory):
     assert_array_equal(model.tasks_, np.arange(4))
     assert model.n_tasks_ == 4
     assert model.n_features_in_ == prob.X.shape[1]
+
+
+@pytest.mark.parametrize("sizes", [[5] * 12 + [70] * 3, list(range(1, 30))],
+                         ids=["few-sizes", "many-sizes"])
+def test_long_task_blocks_batched_equal_row_wise(sizes, monkeypatch):
+    # The long layout computes its per-task loss and gradient blocks with one
+    # batched product per group of equal-size tasks, or row by row when there
+    # are many sizes; both must give the same numbers. Each form is forced
+    # through the limit on the number of groups.
+    from skmtl import _tasks
+    from skmtl._losses import LOSSES
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(len(sizes)), sizes)
+    n, d, k = len(labels), 4, 3
+    X, H, y = rng.normal(size=(n, d)), rng.normal(size=(n, k)), rng.normal(size=n)
+    s = rng.uniform(0.5, 2.0, size=n)
+    T = len(sizes)
+    coef, intercept = rng.normal(size=(T, d)), rng.normal(size=T)
+    heads, head_b, weights = rng.normal(size=(T, k)), rng.normal(size=T), rng.uniform(size=T)
+    losses = [LOSSES["huber"] if t % 2 else LOSSES["squared"] for t in range(T)]
+
+    def blocks():
+        data, _ = _tasks.make_long_tasks(X, labels, y, s)
+        lo, hi = 2, T - 1
+        rows = data.row_range(lo, hi)
+        return (data.linear_loss_grad(lo, hi, coef[lo:hi], intercept[lo:hi], LOSSES["huber"], 1.0),
+                data.head_loss_grad(lo, hi, H[rows], heads[lo:hi], head_b[lo:hi],
+                                    losses[lo:hi], 1.0, weights[lo:hi]))
+
+    monkeypatch.setattr(_tasks, "_MAX_GROUP_FRACTION", 10.0)
+    batched = blocks()
+    monkeypatch.setattr(_tasks, "_MAX_GROUP_FRACTION", -10.0)
+    row_wise = blocks()
+    for a, b in zip(batched, row_wise):
+        for u, v in zip(a, b):
+            assert_allclose(u, v, rtol=1e-12, atol=1e-12)

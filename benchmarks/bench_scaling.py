@@ -112,6 +112,18 @@ NJOBS_ITERATIONS = {"param_huber": 40, "objective": 3}
 NJOBS_PARAMS = {"param_huber": {"alpha_task": 0.01}, "objective": {}}
 
 
+def _shape(text):
+    try:
+        shape = tuple(int(v) for v in text.lower().split("x"))
+    except ValueError:
+        shape = ()
+    if len(shape) != 3 or min(shape) < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected TASKSxROWSxFEATURES with positive integers, got {text!r}"
+        )
+    return shape
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true",
@@ -127,6 +139,10 @@ def parse_args(argv=None):
                              "(default: benchmarks/results/scaling.json)")
     parser.add_argument("--render", type=Path, default=None,
                         help="recompute slopes, tables and chart from this JSON, no fits")
+    parser.add_argument("--njobs-shape", type=_shape, action="append", default=None,
+                        metavar="TASKSxROWSxFEATURES",
+                        help="shape of the n_jobs part instead of the default ones "
+                             "(repeatable), e.g. 1000x4000x20")
     args = parser.parse_args(argv)
     if args.repeats is None:
         args.repeats = 1 if args.quick else 3
@@ -394,8 +410,9 @@ def main(argv=None):
                 cap = {**MAX_SIZE[axis], **(QUICK_MAX_SIZE[axis] if args.quick else {})}
                 results[axis] = bench_axis(axis, sizes, cap, args.repeats)
         if "njobs" in args.only:
+            shapes = args.njobs_shape or (QUICK_NJOBS if args.quick else FULL_NJOBS)
             results["njobs"] = [bench_njobs(shape, 3 if args.quick else 2 * args.repeats + 1)
-                                for shape in (QUICK_NJOBS if args.quick else FULL_NJOBS)]
+                                for shape in shapes]
     results["wall_time_s"] = time.perf_counter() - tic
     results["load_average_at_end"] = os.getloadavg()
     report(results, args.output)

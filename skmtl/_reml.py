@@ -220,11 +220,12 @@ class REMLProblem:
         the deviance is flat and Newton's system singular.
 
         Newton's method runs on the lower triangle of ``L'`` with the exact
-        Hessian (:meth:`hessian`), shifted towards the identity until it is
-        positive definite, and a backtracking (Armijo) line search. ``Psi =
-        L L^T`` is positive semi-definite for every ``L``, so no step leaves
-        the feasible set and a variance that is truly zero is reached as a
-        zero column of ``L``.
+        Hessian (:meth:`hessian`), damped Levenberg-Marquardt style (the
+        Hessian is shifted towards the identity, more after a step that did
+        not lower the deviance, less after one that did; :meth:`_newton`).
+        ``Psi = L L^T`` is positive semi-definite for every ``L``, so no step
+        leaves the feasible set and a variance that is truly zero is reached
+        as a zero column of ``L``.
 
         Optimality is checked over covariance matrices, not only over ``L``:
         a zero column of ``L`` is a stationary point of the deviance in ``L``
@@ -316,7 +317,6 @@ class REMLProblem:
                     )
                     break
         return L, n_iter, float(np.max(np.abs(grad))), message
-
 
     def _cone_violation(self, L):
         """How much adding variance along some direction would lower the deviance.

@@ -259,11 +259,11 @@ class REMLProblem:
         L = np.diag(np.full(inner.p, np.sqrt(0.1)))
         n_iter = 0
         for _ in range(_MAX_RESTARTS):
-            L, nit, grad_norm, message = inner._newton(
+            L, nit, grad_norm, message, out = inner._newton(
                 L, max_iter - n_iter, abs_tol, verbose
             )
             n_iter += nit
-            violation, direction = inner._cone_violation(L)
+            violation, direction = inner._cone_violation(out["grad_psi"])
             if violation <= abs_tol or n_iter >= max_iter:
                 break
             L = inner._step_off_boundary(L, direction)
@@ -316,17 +316,17 @@ class REMLProblem:
                         "floating-point resolution)"
                     )
                     break
-        return L, n_iter, float(np.max(np.abs(grad))), message
+        return L, n_iter, float(np.max(np.abs(grad))), message, out
 
-    def _cone_violation(self, L):
+    def _cone_violation(self, grad_psi):
         """How much adding variance along some direction would lower the deviance.
 
         Over positive semi-definite ``Psi`` every direction ``v v^T`` is
-        feasible, so at the optimum ``df/dPsi`` must be positive
+        feasible, so at the optimum ``df/dPsi`` (``grad_psi``) must be positive
         semi-definite; its most negative eigenvalue, if any, is the slope of
         the deviance along ``Psi + eps v v^T``.
         """
-        curv, vecs = np.linalg.eigh(self.evaluate(L)["grad_psi"])
+        curv, vecs = np.linalg.eigh(grad_psi)
         return max(-curv[0], 0.0), vecs[:, 0]
 
     def _step_off_boundary(self, L, direction):
@@ -362,12 +362,16 @@ class REMLProblem:
 
 def _damped_step(H, grad, mu):
     """``-(H + mu I)^-1 grad`` and the ``mu`` used: doubled until ``H + mu I`` is positive definite."""
-    eye = np.eye(len(H))
-    floor = 1e-12 * max(np.abs(np.diag(H)).max(initial=0.0), 1.0)
+    diag = np.arange(len(H))
+    floor = 1e-12 * max(np.abs(H[diag, diag]).max(initial=0.0), 1.0)
     while True:
-        try:
-            chol = scipy.linalg.cho_factor(H + mu * eye)
-        except np.linalg.LinAlgError:
+        shifted = H.copy()
+        shifted[diag, diag] += mu
+        # LAPACK directly: scipy's wrappers cost more than these small
+        # factorizations on problems with few random effects.
+        chol, info = lapack.dpotrf(shifted, lower=1, clean=0)
+        if info != 0:
             mu = max(2.0 * mu, floor)
             continue
-        return -scipy.linalg.cho_solve(chol, grad), mu
+        step, _ = lapack.dpotrs(chol, grad, lower=1)
+        return -step, mu

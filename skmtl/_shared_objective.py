@@ -605,7 +605,8 @@ class _Memory:
             a[i] = rho[i] * (Sq[i] - sum([a[j] * row[j] for j in slots[len(slots) - n:]]))
         q -= self.Y.T @ a
         y = self.Y[slots[-1]]
-        q = q * scaling * (SY[slots[-1]][slots[-1]] / (y @ (scaling * y)))
+        q *= scaling
+        q *= SY[slots[-1]][slots[-1]] / (y @ (scaling * y))
         Yq = (self.Y @ q).tolist()
         c = [0.0] * _MEMORY
         for n, i in enumerate(slots):

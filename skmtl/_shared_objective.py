@@ -556,9 +556,8 @@ class _Memory:
     their inner products ``s_i . y_j`` are kept, one matrix-vector product
     each per new pair. The two-loop recursion (:meth:`direction`) then
     needs one matrix-vector product per loop and a recursion over at most
-    ``_MEMORY`` numbers, instead of four vector operations per pair: 60 us
-    per iteration on the School problem's 1,809 parameters, as much as a
-    third of an evaluation of the objective on smaller ones.
+    ``_MEMORY`` numbers, instead of four vector operations per pair (on the
+    School problem's 1,809 parameters, 34 us per direction against 66 us).
     """
 
     def __init__(self, size):

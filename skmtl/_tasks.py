@@ -380,7 +380,7 @@ class LongTasks:
         # With one column per row, each row's head is a run of copies of
         # its task's (the rows are sorted by task) and the per-task sums
         # run over contiguous memory: on the School data (about 100 task
-        # sizes) this took a third of the time of rows gathered one by one.
+        # sizes) 0.19 ms against 0.48 ms with each row's head gathered.
         row_coef = np.repeat(coef.T, sizes, axis=1)
         pred = np.einsum("ji,ji->i", H, row_coef)
         if intercept is not None:
@@ -506,9 +506,9 @@ class WideTasks:
         every row.
         """
         if self._by_task is None:
-            # One row per task: the sums over rows run over contiguous
-            # memory (column sums of the (n_rows, n_tasks) arrays took half
-            # of an evaluation of SharedObjectiveRegressor on 8 tasks).
+            # One row per task, kept for the next calls: the sums over rows
+            # then run over contiguous memory, where the (n_rows, n_tasks)
+            # arrays made them strided column sums.
             self._by_task = np.ascontiguousarray(self.Y.T), np.ascontiguousarray(self._weights.T)
         Y, W = self._by_task[0][start:stop], self._by_task[1][start:stop]
         pred = coef @ H

@@ -11,6 +11,7 @@ from sklearn.linear_model import Ridge
 from sklearn.metrics import r2_score
 
 from skmtl import SharedParamRegressor
+from skmtl._tasks import make_long_tasks, make_wide_tasks
 
 ALPHA_SHARED, ALPHA_TASK = 0.3, 0.7
 
@@ -291,38 +292,32 @@ def test_wide_shapes(problem_factory):
 @pytest.mark.parametrize("sizes", [[5] * 12 + [70] * 3, list(range(1, 30))],
                          ids=["few-sizes", "many-sizes"])
 def test_long_task_blocks_batched_equal_row_wise(sizes, monkeypatch):
-    # The long layout computes its per-task loss and gradient blocks with one
-    # batched product per group of equal-size tasks, or row by row when there
-    # are many sizes; both must give the same numbers. Each form is forced
-    # through the limit on the number of groups.
+    # The long layout computes its per-task linear loss and gradient blocks
+    # with one batched product per group of equal-size tasks, or row by row
+    # when there are many sizes; both must give the same numbers. Each form
+    # is forced through the limit on the number of groups.
     from skmtl import _tasks
     from skmtl._losses import LOSSES
 
     rng = np.random.default_rng(0)
     labels = np.repeat(np.arange(len(sizes)), sizes)
-    n, d, k = len(labels), 4, 3
-    X, H, y = rng.normal(size=(n, d)), rng.normal(size=(n, k)), rng.normal(size=n)
+    n, d = len(labels), 4
+    X, y = rng.normal(size=(n, d)), rng.normal(size=n)
     s = rng.uniform(0.5, 2.0, size=n)
     T = len(sizes)
     coef, intercept = rng.normal(size=(T, d)), rng.normal(size=T)
-    heads, head_b, weights = rng.normal(size=(T, k)), rng.normal(size=T), rng.uniform(size=T)
-    losses = [LOSSES["huber"] if t % 2 else LOSSES["squared"] for t in range(T)]
 
     def blocks():
         data, _ = _tasks.make_long_tasks(X, labels, y, s)
         lo, hi = 2, T - 1
-        rows = data.row_range(lo, hi)
-        return (data.linear_loss_grad(lo, hi, coef[lo:hi], intercept[lo:hi], LOSSES["huber"], 1.0),
-                data.head_loss_grad(lo, hi, H[rows], heads[lo:hi], head_b[lo:hi],
-                                    losses[lo:hi], 1.0, weights[lo:hi]))
+        return data.linear_loss_grad(lo, hi, coef[lo:hi], intercept[lo:hi], LOSSES["huber"], 1.0)
 
     monkeypatch.setattr(_tasks, "_MAX_GROUP_FRACTION", 10.0)
     batched = blocks()
     monkeypatch.setattr(_tasks, "_MAX_GROUP_FRACTION", -10.0)
     row_wise = blocks()
-    for a, b in zip(batched, row_wise):
-        for u, v in zip(a, b):
-            assert_allclose(u, v, rtol=1e-12, atol=1e-12)
+    for u, v in zip(batched, row_wise):
+        assert_allclose(u, v, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("weighted", [False, True])
@@ -357,3 +352,57 @@ def test_long_task_gram_equals_per_task_products(form, fit_intercept, weighted, 
         assert_allclose(g[t - lo], Z.T @ (w * y[rows]), rtol=1e-12, atol=1e-12)
         assert_allclose(yy[t - lo], y[rows] @ (w * y[rows]), rtol=1e-12)
         assert_allclose(sw[t - lo], w.sum(), rtol=1e-12)
+
+
+@pytest.mark.parametrize("layout", ["long", "wide"])
+@pytest.mark.parametrize("sample_weight", [False, True])
+def test_head_blocks_equal_a_task_by_task_evaluation(layout, sample_weight):
+    # The head blocks of SharedObjectiveRegressor work on the whole range of
+    # tasks at once (repeated heads and segment sums in the long layout, one
+    # row per task in the wide one); here each task's block is written out
+    # on its own rows: uneven task sizes (a task of one row), missing labels,
+    # sample weights, a task range that starts and ends inside the data.
+    from skmtl._losses import LOSSES
+
+    rng = np.random.default_rng(1)
+    T, k, epsilon = 7, 3, 0.4
+    losses = [LOSSES["huber"] if t % 3 == 1 else LOSSES["squared"] for t in range(T)]
+    heads, head_b, weights = rng.normal(size=(T, k)), rng.normal(size=T), rng.uniform(size=T)
+    if layout == "long":
+        sizes = [3, 1, 17, 4, 9, 2, 30]
+        labels = rng.permutation(np.repeat(np.arange(T), sizes))
+        n = len(labels)
+        y = rng.normal(size=n)
+        s = rng.uniform(0.5, 2.0, size=n) if sample_weight else None
+        data, _ = make_long_tasks(rng.normal(size=(n, 2)), labels, y, s)
+        lo, hi = 1, T - 1
+        rows = data.row_range(lo, hi)
+        task_rows = [np.flatnonzero(data.codes[rows] == t) for t in range(lo, hi)]
+        task_y = [data.y[rows][r] for r in task_rows]
+        task_s = [np.ones(len(r)) if s is None else data.sample_weight[rows][r]
+                  for r in task_rows]
+    else:
+        n = 40
+        Y = rng.normal(size=(n, T))
+        Y[rng.random((n, T)) < 0.3] = np.nan
+        s = rng.uniform(0.5, 2.0, size=n) if sample_weight else None
+        data = make_wide_tasks(rng.normal(size=(n, 2)), Y, s)
+        lo, hi = 1, T - 1
+        task_rows = [np.flatnonzero(~np.isnan(Y[:, t])) for t in range(lo, hi)]
+        task_y = [Y[r, t] for t, r in zip(range(lo, hi), task_rows)]
+        task_s = [np.ones(len(r)) if s is None else s[r] for r in task_rows]
+    m = data.row_range(lo, hi).stop - data.row_range(lo, hi).start
+    H = rng.normal(size=(k, m))
+    got = data.head_loss_grad(lo, hi, H, heads[lo:hi], head_b[lo:hi], losses[lo:hi],
+                              epsilon, weights[lo:hi])
+
+    grad_H = np.zeros((k, m))
+    for j, t in enumerate(range(lo, hi)):
+        Ht = H[:, task_rows[j]]
+        r = task_y[j] - (heads[t] @ Ht + head_b[t])
+        value, deriv = losses[t](r, epsilon)
+        assert_allclose(got[0][j], task_s[j] @ value, rtol=1e-12)
+        assert_allclose(got[1][j], -Ht @ (task_s[j] * deriv), rtol=1e-12, atol=1e-12)
+        assert_allclose(got[2][j], -(task_s[j] @ deriv), rtol=1e-12, atol=1e-12)
+        grad_H[:, task_rows[j]] -= weights[t] * np.outer(heads[t], task_s[j] * deriv)
+    assert_allclose(got[3], grad_H, rtol=1e-12, atol=1e-12)

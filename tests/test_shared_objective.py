@@ -84,6 +84,90 @@ def test_gradient_matches_finite_differences(layout, activation, loss, fit_inter
     np.testing.assert_allclose(grad, numeric, rtol=0, atol=1e-5 * np.max(np.abs(numeric)))
 
 
+def _direct_objective(X, Y, s, U, c, A, b, act, dact, losses, epsilon, weights, alpha):
+    """The written objective and its gradient, one task at a time on its own rows.
+
+    ``Y`` is wide with NaN for a missing label (a long problem is written
+    wide, each row labelled for its own task only).
+    """
+    n, T = Y.shape
+    S = s.sum()
+    Z = X @ U + c
+    H = act(Z)
+    grad_U, grad_c = alpha * U, np.zeros_like(c)
+    grad_A, grad_b = alpha * A, np.zeros_like(b)
+    value = 0.5 * alpha * (np.sum(U**2) + np.sum(A**2))
+    task_losses = np.empty(T)
+    for t in range(T):
+        rows = ~np.isnan(Y[:, t])
+        r = Y[rows, t] - (H[rows] @ A[t] + b[t])
+        loss, deriv = losses[t](r, epsilon)
+        task_losses[t] = s[rows] @ loss / S
+        value += weights[t] * task_losses[t]
+        g = -weights[t] * s[rows] * deriv / S
+        grad_A[t] += H[rows].T @ g
+        grad_b[t] += g.sum()
+        grad_Z = np.outer(g, A[t]) * dact(Z[rows])
+        grad_U += X[rows].T @ grad_Z
+        grad_c += grad_Z.sum(axis=0)
+    return value, grad_U, grad_c, grad_A, grad_b, task_losses
+
+
+@pytest.mark.parametrize("layout", ["wide", "long"])
+@pytest.mark.parametrize("activation", ["identity", "relu", "tanh"])
+@pytest.mark.parametrize("block", [7, None])
+def test_objective_equals_a_direct_evaluation(layout, activation, block, monkeypatch):
+    # The objective runs the network with one column per row, in blocks of
+    # columns for the matrix products, with the heads of the long layout
+    # repeated over their tasks' rows: compared with a plain evaluation of
+    # the written objective and of its gradient, on uneven tasks (one of a
+    # single row), missing labels, sample weights and mixed losses; blocks
+    # of 7 columns make the blocked products run over several blocks and a
+    # last partial one.
+    from skmtl import _shared_objective
+
+    if block is not None:
+        monkeypatch.setattr(_shared_objective, "_BLOCK", block)
+    rng = np.random.RandomState(3)
+    d, T, k, epsilon, alpha = 4, 5, 3, 0.5, 0.05
+    if layout == "wide":
+        n = 45
+        X = rng.normal(size=(n, d))
+        Y = 2 * rng.normal(size=(n, T))
+        Y[rng.rand(n, T) < 0.3] = np.nan
+        s = rng.uniform(0.5, 2.0, n)
+        data = make_wide_tasks(X, Y, s)
+    else:
+        sizes = [1, 13, 4, 20, 7]
+        labels = rng.permutation(np.repeat(np.arange(T), sizes))
+        n = len(labels)
+        X, y, s = rng.normal(size=(n, d)), 2 * rng.normal(size=n), rng.uniform(0.5, 2.0, n)
+        data, _ = make_long_tasks(X, labels, y, s)
+        X, s = data.X, data.sample_weight
+        Y = np.full((n, T), np.nan)
+        Y[np.arange(n), data.codes] = data.y
+    losses = tuple(LOSSES["huber" if t % 2 else "squared"] for t in range(T))
+    net = _Network(d, k, T, activation, fit_intercept=True)
+    theta = net.initialize(data, 0) + 0.5 * rng.normal(size=net.offsets[-1])
+    U, c, A, b = net.unpack(theta)
+    c = np.zeros(k) if c is None else c
+    weights = rng.uniform(0.2, 2.0, T)
+    derivatives = {
+        "identity": lambda z: np.ones_like(z),
+        "relu": lambda z: (z > 0).astype(float),
+        "tanh": lambda z: 1 - np.tanh(z) ** 2,
+    }
+    value, grad_U, grad_c, grad_A, grad_b, task_losses = _direct_objective(
+        X, Y, s, U, c, A, b, ACTIVATIONS[activation], derivatives[activation], losses,
+        epsilon, weights, alpha,
+    )
+    got = _objective(theta, net, data, losses, epsilon, weights, alpha, None)
+    expected = net.pack(grad_U, grad_c if net.hidden_intercept else None, grad_A, grad_b)
+    np.testing.assert_allclose(got[0], value, rtol=1e-12)
+    np.testing.assert_allclose(got[1], expected, rtol=1e-10, atol=1e-13)
+    np.testing.assert_allclose(got[2], task_losses, rtol=1e-12)
+
+
 @pytest.mark.parametrize("layout", ["wide", "long"])
 @pytest.mark.parametrize("activation", ["identity", "relu", "tanh"])
 def test_objective_at_initialization_for_any_weights(layout, activation):

@@ -149,8 +149,23 @@ def _network_chunk(start, stop, data, X, first, activation, A, b, losses, epsilo
     """Forward pass, heads and backward pass on the rows of tasks ``[start, stop)``.
 
     Long layout only, where each row belongs to one task. Returns the heads'
-    results and this chunk's share of the gradient of ``[U; c]``.
+    results and this chunk's share of the gradient of ``[U; c]``. The tasks
+    run in blocks of about 4 MB of ``X`` (:meth:`LongTasks.row_blocks`): the
+    forward and backward products of a block read its rows, and its
+    representation, from cache.
     """
+    parts = [
+        _network_block(a, z, data, X, first, activation, A, b, losses, epsilon, weights)
+        for a, z in data.row_blocks(start, stop, X)
+    ]
+    grad_first = parts[0][3]
+    for part in parts[1:]:
+        grad_first += part[3]
+    return (*(np.concatenate([part[i] for part in parts]) for i in range(3)), grad_first)
+
+
+def _network_block(start, stop, data, X, first, activation, A, b, losses, epsilon, weights):
+    """:func:`_network_chunk` on one block of tasks."""
     Xc = X[data.row_range(start, stop)]
     H = _activate(Xc @ first, activation)
     loss_sums, grad_A, grad_b, grad_H = data.head_loss_grad(
@@ -166,8 +181,8 @@ def _objective(theta, net, data, losses, epsilon, weights, alpha, n_jobs):
     Returns ``value, grad, task_losses`` with ``task_losses`` the ``D_t``.
     Each evaluation reads ``X`` twice, once forward and once backward. In
     the long layout every row belongs to one task, so each chunk of tasks
-    runs the whole network on its own rows and returns its share of the
-    gradient of ``U``: the whole evaluation is parallel (with the forward and
+    runs the whole network on its own rows (block by block, the second read
+    from cache) and returns its share of the gradient of ``U``: the whole evaluation is parallel (with the forward and
     backward products in the parent, 2 threads ran slower than 1). In the
     wide layout every task reads every row: the representation is computed
     once, the heads are per-task blocks, and their row gradients, summed,

@@ -166,7 +166,7 @@ def _block_rows(X):
 
 
 def _split_group(js, rows, block_rows):
-    """A group ``(js, rows)`` of :meth:`LongTasks._task_groups` in pieces of at most ``block_rows`` rows.
+    """A group of :meth:`LongTasks._task_groups` in pieces of ``block_rows`` rows or fewer.
 
     Every piece holds at least one task.
     """
@@ -365,7 +365,7 @@ class LongTasks:
         return value, grad_coef, grad_intercept
 
     def row_blocks(self, start, stop, X, block_rows=None):
-        """Tasks ``[start, stop)`` as ranges of consecutive tasks of about ``_BLOCK_BYTES`` of ``X``.
+        """Tasks ``[start, stop)`` in ranges of about ``_BLOCK_BYTES`` of ``X``.
 
         A range ends before the first task that starts at or after the next
         multiple of ``block_rows`` rows (default: the rows of ``X`` in
@@ -386,7 +386,9 @@ class LongTasks:
         edges = np.unique(np.concatenate([[start], cuts, [stop]]))
         return zip(edges[:-1].tolist(), edges[1:].tolist())
 
-    def _linear_loss_grad_rowwise(self, start, stop, coef, intercept, loss, epsilon, X, block_rows):
+    def _linear_loss_grad_rowwise(
+        self, start, stop, coef, intercept, loss, epsilon, X, block_rows
+    ):
         """:meth:`linear_loss_grad` with each row's coefficients gathered.
 
         Block by block of about ``block_rows`` rows, for the same reason as

@@ -695,7 +695,8 @@ def test_long_layout_network_in_blocks_is_the_written_objective(block_rows, monk
         U, c, A, b = net.unpack(x)
         r = y - (np.tanh(X @ U + c) * A[labels]).sum(axis=1) - b[labels]
         huber = np.where(np.abs(r) <= epsilon, r**2 / 2, epsilon * np.abs(r) - epsilon**2 / 2)
-        loss = np.where(np.isin(labels, np.flatnonzero(np.array(names) == "huber")), huber, r**2 / 2)
+        is_huber = np.isin(labels, np.flatnonzero(np.array(names) == "huber"))
+        loss = np.where(is_huber, huber, r**2 / 2)
         D = np.bincount(labels, sw * loss) / sw.sum()
         return weights @ D + alpha / 2 * (np.sum(U**2) + np.sum(A**2))
 

@@ -199,9 +199,10 @@ def _objective(theta, net, data, losses, epsilon, weights, alpha, n_jobs):
     Returns ``value, grad, task_losses`` with ``task_losses`` the ``D_t``.
     Each evaluation reads ``X`` twice, once forward and once backward. In
     the long layout every row belongs to one task, so each chunk of tasks
-    runs the whole network on its own rows and returns its share of the
-    gradient of ``U``: the whole evaluation is parallel (with the forward and
-    backward products in the parent, 2 threads ran slower than 1). In the
+    runs the whole network on its own rows (block by block, the second read
+    from cache) and returns its share of the gradient of ``U``: the whole
+    evaluation is parallel (with the forward and backward products in the
+    parent, 2 threads ran slower than 1). In the
     wide layout every task reads every row: the representation is computed
     once, the heads are per-task blocks, and their row gradients, summed,
     are backpropagated once through ``U``.

@@ -406,3 +406,50 @@ def test_head_blocks_equal_a_task_by_task_evaluation(layout, sample_weight):
         assert_allclose(got[2][j], -(task_s[j] @ deriv), rtol=1e-12, atol=1e-12)
         grad_H[:, task_rows[j]] -= weights[t] * np.outer(heads[t], task_s[j] * deriv)
     assert_allclose(got[3], grad_H, rtol=1e-12, atol=1e-12)
+
+
+def _direct_huber_loss_grad(X, labels, y, s, coef, intercept, epsilon, tasks):
+    """Weighted Huber loss sum and per-task gradients, task by task, as written."""
+    value, grad_coef, grad_intercept = 0.0, [], []
+    for t in tasks:
+        rows = labels == t
+        r = y[rows] - X[rows] @ coef[t] - intercept[t]
+        small = np.abs(r) <= epsilon
+        value += np.sum(s[rows] * np.where(small, r**2 / 2, epsilon * np.abs(r) - epsilon**2 / 2))
+        psi = s[rows] * np.where(small, r, epsilon * np.sign(r))
+        grad_coef.append(-X[rows].T @ psi)
+        grad_intercept.append(-psi.sum())
+    return value, np.array(grad_coef), np.array(grad_intercept)
+
+
+@pytest.mark.parametrize("form", ["batched", "row-wise"])
+@pytest.mark.parametrize("block_rows", [1, 7, 40, None], ids=lambda b: f"block{b}")
+def test_long_loss_grad_in_blocks_is_the_written_objective(form, block_rows, monkeypatch):
+    # The long layout computes the loss and gradient in blocks of about
+    # _BLOCK_BYTES of X (the rows of a block are read once from memory).
+    # Uneven sizes: runs of equal-size consecutive tasks, equal sizes apart
+    # (gathered), tasks of 64 rows or more, and tasks larger than a block.
+    # Blocks of 1 row (every task alone), 7 and 40 rows, and one block for
+    # everything give the written objective, on any range of tasks.
+    from skmtl import _tasks
+    from skmtl._losses import LOSSES
+
+    sizes = [3, 3, 3, 5, 9, 5, 70, 70, 12, 70, 1, 5, 33, 3, 8, 8, 100]
+    rng = np.random.default_rng(1)
+    labels = np.repeat(np.arange(len(sizes)), sizes)
+    n, d, T, epsilon = len(labels), 4, len(sizes), 0.8
+    X, y, s = rng.normal(size=(n, d)), 2 * rng.normal(size=n), rng.uniform(0.5, 2.0, size=n)
+    coef, intercept = rng.normal(size=(T, d)), rng.normal(size=T)
+    if block_rows is not None:
+        monkeypatch.setattr(_tasks, "_BLOCK_BYTES", block_rows * 8 * d)
+    monkeypatch.setattr(_tasks, "_MAX_GROUP_FRACTION", 10.0 if form == "batched" else -10.0)
+    data, _ = _tasks.make_long_tasks(X, labels, y, s)
+    for lo, hi in [(0, T), (2, T - 1), (6, 7), (5, 13)]:
+        value, grad_coef, grad_intercept = data.linear_loss_grad(
+            lo, hi, coef[lo:hi], intercept[lo:hi], LOSSES["huber"], epsilon
+        )
+        expected = _direct_huber_loss_grad(X, labels, y, s, coef, intercept, epsilon,
+                                           range(lo, hi))
+        assert_allclose(value, expected[0], rtol=1e-12)
+        assert_allclose(grad_coef, expected[1], rtol=1e-12, atol=1e-12)
+        assert_allclose(grad_intercept, expected[2], rtol=1e-12, atol=1e-12)

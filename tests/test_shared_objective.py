@@ -747,3 +747,41 @@ def test_early_stopping_needs_a_validation_label():
     X = np.column_stack([np.repeat(np.arange(10), 2), rng.normal(size=(20, 3))])
     with pytest.raises(ValueError, match="validation set is too small"):
         SharedObjectiveRegressor(task_column=0, early_stopping=True).fit(X, rng.normal(size=20))
+
+
+def test_long_layout_objective_in_task_chunks_is_the_written_objective(monkeypatch):
+    # Each chunk of tasks runs the network on its own rows and the parent
+    # adds the chunks' gradients. Uneven task sizes, serial and in chunks:
+    # the value is the written objective computed here, and the gradient
+    # its finite differences.
+    from skmtl import _parallel
+
+    # n_jobs=2 below splits the tasks in chunks, however small the problem.
+    monkeypatch.setattr(_parallel, "_MIN_PARALLEL_COST", 0)
+    rng = np.random.RandomState(3)
+    sizes = [1, 4, 4, 9, 2, 7]
+    T, d, k, alpha, epsilon = len(sizes), 3, 4, 0.01, 0.3
+    labels = np.repeat(np.arange(T), sizes)
+    n = len(labels)
+    X, y, sw = rng.normal(size=(n, d)), 2 * rng.normal(size=n), rng.uniform(0.5, 2.0, n)
+    data, _ = make_long_tasks(X, labels, y, sw)
+    names = ["huber" if t % 2 else "squared" for t in range(T)]
+    losses = tuple(LOSSES[name] for name in names)
+    net = _Network(d, k, T, "tanh", fit_intercept=True)
+    theta = net.initialize(data, 0) + 0.5 * rng.normal(size=net.offsets[-1])
+    weights = rng.uniform(0.5, 1.5, T)
+
+    def written(x):
+        U, c, A, b = net.unpack(x)
+        r = y - (np.tanh(X @ U + c) * A[labels]).sum(axis=1) - b[labels]
+        huber = np.where(np.abs(r) <= epsilon, r**2 / 2, epsilon * np.abs(r) - epsilon**2 / 2)
+        is_huber = np.isin(labels, np.flatnonzero(np.array(names) == "huber"))
+        loss = np.where(is_huber, huber, r**2 / 2)
+        D = np.bincount(labels, sw * loss) / sw.sum()
+        return weights @ D + alpha / 2 * (np.sum(U**2) + np.sum(A**2))
+
+    for n_jobs in (None, 2):
+        value, grad, _ = _objective(theta, net, data, losses, epsilon, weights, alpha, n_jobs)
+        np.testing.assert_allclose(value, written(theta), rtol=1e-12)
+        numeric = approx_fprime(theta, written, 1e-7)
+        np.testing.assert_allclose(grad, numeric, rtol=0, atol=1e-5 * np.max(np.abs(numeric)))

@@ -182,8 +182,25 @@ def _network_chunk(start, stop, data, XT, first, activation, A, b, losses, epsil
     """Forward pass, heads and backward pass on the rows of tasks ``[start, stop)``.
 
     Long layout only, where each row belongs to one task. Returns the heads'
-    results and this chunk's share of the gradient of ``[U; c]``.
+    results and this chunk's share of the gradient of ``[U; c]``. The tasks
+    run in blocks of about 4 MB of the design (:meth:`LongTasks.row_blocks`):
+    the backward product of a block reads its columns of ``XT`` from cache,
+    where a pass over the whole chunk would read them from memory twice.
     """
+    parts = [
+        _network_block(lo, hi, data, XT, first, activation, A, b, losses, epsilon, weights)
+        for lo, hi in data.row_blocks(start, stop, XT.T)
+    ]
+    if len(parts) == 1:
+        return parts[0]
+    grad_first = parts[0][3]
+    for part in parts[1:]:
+        grad_first += part[3]
+    return (*(np.concatenate([part[i] for part in parts]) for i in range(3)), grad_first)
+
+
+def _network_block(start, stop, data, XT, first, activation, A, b, losses, epsilon, weights):
+    """:func:`_network_chunk` on one block of tasks."""
     XTc = XT[:, data.row_range(start, stop)]
     H = _forward(XTc, first, activation)
     loss_sums, grad_A, grad_b, grad_H = data.head_loss_grad(

@@ -335,7 +335,7 @@ def test_long_task_gram_equals_per_task_products(form, fit_intercept, weighted, 
     else:
         monkeypatch.setattr(_tasks, "_MAX_GROUP_FRACTION", -10.0)
     if form.endswith("block"):
-        monkeypatch.setattr(_tasks, "_ROWWISE_GRAM_BLOCK", 1)
+        monkeypatch.setattr(_tasks, "_BLOCK_BYTES", 1)
     rng = np.random.default_rng(0)
     sizes = [1, 3, 3, 7, 2, 70, 1, 5, 5, 5, 12]
     labels = np.repeat(np.arange(len(sizes)), sizes)

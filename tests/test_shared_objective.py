@@ -749,12 +749,14 @@ def test_early_stopping_needs_a_validation_label():
         SharedObjectiveRegressor(task_column=0, early_stopping=True).fit(X, rng.normal(size=20))
 
 
-def test_long_layout_objective_in_task_chunks_is_the_written_objective(monkeypatch):
-    # Each chunk of tasks runs the network on its own rows and the parent
-    # adds the chunks' gradients. Uneven task sizes, serial and in chunks:
-    # the value is the written objective computed here, and the gradient
-    # its finite differences.
-    from skmtl import _parallel
+@pytest.mark.parametrize("block_rows", [1, 5, None], ids=lambda b: f"block{b}")
+def test_long_layout_network_in_blocks_is_the_written_objective(block_rows, monkeypatch):
+    # Each chunk of tasks runs the network in blocks of about _BLOCK_BYTES of
+    # the design (LongTasks.row_blocks), and the parent adds the chunks'
+    # gradients. Uneven task sizes; blocks of 1 row (every task alone), 5
+    # rows, and one block; serial and in chunks: the value is the written
+    # objective computed here, and the gradient its finite differences.
+    from skmtl import _parallel, _tasks
 
     # n_jobs=2 below splits the tasks in chunks, however small the problem.
     monkeypatch.setattr(_parallel, "_MIN_PARALLEL_COST", 0)
@@ -764,6 +766,9 @@ def test_long_layout_objective_in_task_chunks_is_the_written_objective(monkeypat
     labels = np.repeat(np.arange(T), sizes)
     n = len(labels)
     X, y, sw = rng.normal(size=(n, d)), 2 * rng.normal(size=n), rng.uniform(0.5, 2.0, n)
+    if block_rows is not None:
+        # The network reads the design with a row of ones for the hidden intercept.
+        monkeypatch.setattr(_tasks, "_BLOCK_BYTES", block_rows * 8 * (d + 1))
     data, _ = make_long_tasks(X, labels, y, sw)
     names = ["huber" if t % 2 else "squared" for t in range(T)]
     losses = tuple(LOSSES[name] for name in names)

@@ -3,8 +3,9 @@
 A diagnostic for the ``n_jobs=2`` speed-up of the iterative fits (see the
 section "n_jobs=2 against n_jobs=1" of benchmarks/README.md): each
 operation of one block of ``SharedObjectiveRegressor``'s long-layout network
-(``(n_components, n_rows)`` arrays of about 2 MB) runs ``--repeats`` times on
-one thread, then the same count on each of two threads at once; the ratio
+(``(n_components, n_rows)`` arrays of about 2 MB, and smaller 1-D ones)
+runs ``--repeats`` times on one thread, then the same count on each of two
+threads at once; the ratio
 is the throughput of two threads over one (2.0 = perfect). Each operation
 runs twice: allocating its result, as numpy does by default, and writing
 into an output array that the thread keeps (``out=``).
@@ -33,15 +34,20 @@ def operations(rng):
     first = rng.normal(size=(P, K))
     H = rng.normal(size=(K, N))
     y = rng.normal(size=N)
+    small = rng.normal(size=2_000)
     local = threading.local()
 
-    def buffer():
-        # Per thread, as a workspace would be.
-        if not hasattr(local, "out"):
-            local.out = np.empty((K, N))
-        return local.out
+    def buffer(shape=(K, N)):
+        # Per thread and shape, as a workspace would be.
+        if shape not in local.__dict__:
+            local.__dict__[shape] = np.empty(shape)
+        return local.__dict__[shape]
 
     return {
+        "elementwise (n,) * (n,), 195 kB": (
+            lambda: y * y, lambda: np.multiply(y, y, out=buffer((N,)))),
+        "elementwise (2000,) * (2000,), 16 kB": (
+            lambda: small * small, lambda: np.multiply(small, small, out=buffer((2_000,)))),
         "forward product (k, p) @ (p, n)": (
             lambda: first.T @ XT, lambda: np.matmul(first.T, XT, out=buffer())),
         "elementwise (k, n) * (n,)": (

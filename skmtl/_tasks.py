@@ -307,11 +307,12 @@ class LongTasks:
         X, y, s = self.X, self.y, self.sample_weight
         p = self.n_features + int(fit_intercept)
         k = stop - start
-        if self._batch_groups(start, stop) is None:
+        groups = self._batch_groups(start, stop)
+        if groups is None:
             return self._gram_rowwise(start, stop, fit_intercept)
         G, g = np.empty((k, p, p)), np.empty((k, p))
         yy, sw = np.empty(k), np.empty(k)
-        for js, rows in self._task_groups(start, stop):
+        for js, rows in groups:
             G[js], g[js], yy[js], sw[js] = _batched_gram(
                 _stack(X, js, rows), _stack(y, js, rows),
                 None if s is None else _stack(s, js, rows), fit_intercept,

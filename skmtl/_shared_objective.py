@@ -1,5 +1,6 @@
 """SharedObjectiveRegressor: hard sharing with adaptive task weights."""
 
+import copy
 import warnings
 from numbers import Integral, Real
 
@@ -78,6 +79,7 @@ class _Network:
                  n_tasks * n_components, n_tasks * fit_intercept]
         self.offsets = np.cumsum([0] + sizes)
         self._design = None
+        self._labels = None
 
     def unpack(self, theta):
         o = self.offsets
@@ -94,6 +96,19 @@ class _Network:
         if self.fit_intercept:
             parts.append(b)
         return np.concatenate(parts)
+
+    def labels(self, data):
+        """``data`` without its features, for the per-task chunks.
+
+        The chunks read the features from :meth:`design`; without ``X`` the
+        data sent to worker processes carries no second copy of them. Made
+        once per ``data`` and kept for the fit.
+        """
+        if self._labels is None or self._labels[0] is not data:
+            kept = copy.copy(data)
+            kept.X = None
+            self._labels = (data, kept)
+        return self._labels[1]
 
     def design(self, X):
         """The transposed design ``[X, 1]^T``, C-ordered, one column per row.
@@ -230,8 +245,8 @@ def _objective(theta, net, data, losses, epsilon, weights, alpha, n_jobs):
     # The row gradient comes back already scaled by lambda_t / S.
     if data.layout == "long":
         results, _ = map_task_chunks(
-            _network_chunk, data.n_tasks, data, XT, net.first_layer(theta), net.activation,
-            A, b, losses, epsilon, weights / S, n_jobs=n_jobs,
+            _network_chunk, data.n_tasks, net.labels(data), XT, net.first_layer(theta),
+            net.activation, A, b, losses, epsilon, weights / S, n_jobs=n_jobs,
             cost=data.n_observed * net.k * (4 * XT.shape[0] + 12),
         )
         grad_first = results[0][3]
@@ -241,7 +256,7 @@ def _objective(theta, net, data, losses, epsilon, weights, alpha, n_jobs):
     else:
         H = _forward(XT, net.first_layer(theta), net.activation)
         results, _ = map_task_chunks(
-            _head_chunk, data.n_tasks, data, H, A, b, losses, epsilon, weights / S,
+            _head_chunk, data.n_tasks, net.labels(data), H, A, b, losses, epsilon, weights / S,
             n_jobs=n_jobs, cost=data.n_observed * net.k * 6,
         )
         grad_H = results[0][3]
@@ -304,8 +319,11 @@ def _penalized_norm2(theta, net):
     return U @ U + A @ A
 
 
-def _task_U_grad_norms(start, stop, data, XT, H, activation, A, b, losses, epsilon):
-    """``||dD_t / dU||_F`` (up to the factor ``1/S``) of tasks ``[start, stop)``."""
+def _task_U_grad_norms(start, stop, data, XT, d, H, activation, A, b, losses, epsilon):
+    """``||dD_t / dU||_F`` (up to the factor ``1/S``) of tasks ``[start, stop)``.
+
+    ``XT[:d]`` are the rows of ``U`` (not the hidden intercept's).
+    """
     norms = np.empty(stop - start)
     ones = np.ones(1)
     for t in range(start, stop):
@@ -314,7 +332,7 @@ def _task_U_grad_norms(start, stop, data, XT, H, activation, A, b, losses, epsil
             t, t + 1, H[:, rows], A[t:t + 1], None if b is None else b[t:t + 1],
             losses[t:t + 1], epsilon, ones,
         )[3]
-        norms[t - start] = np.linalg.norm(_backward(XT[:, rows], grad_H, H[:, rows], activation))
+        norms[t - start] = np.linalg.norm(_backward(XT[:d, rows], grad_H, H[:, rows], activation))
     return norms
 
 
@@ -323,10 +341,9 @@ def _gradient_norms(theta, net, data, losses, epsilon, n_jobs):
     _, _, A, b = net.unpack(theta)
     XT = net.design(data.X)
     H = _forward(XT, net.first_layer(theta), net.activation)
-    # The rows of U only: not the hidden intercept's.
     results, _ = map_task_chunks(
-        _task_U_grad_norms, data.n_tasks, data, XT[:net.d], H, net.activation, A, b, losses,
-        epsilon, n_jobs=n_jobs,
+        _task_U_grad_norms, data.n_tasks, net.labels(data), XT, net.d, H, net.activation, A,
+        b, losses, epsilon, n_jobs=n_jobs,
     )
     return np.concatenate(results) / data.S
 
@@ -1164,8 +1181,16 @@ class SharedObjectiveRegressor(MultiTaskRegressorBase):
         # pool costs more than it gives: on a busy 2-core machine a dot
         # product of 33,000 entries took 15 ms with 2 BLAS threads, 6 us
         # with one.
-        # One set of workers for every evaluation of the objective.
-        with single_blas_thread(), TaskWorkers(self.n_jobs) as workers:
+        # One set of workers for every evaluation of the objective. In the
+        # long layout each chunk runs the whole network on its rows: worker
+        # processes, with the data mapped once per fit, ran it 1.5x faster
+        # than serially at 1,000 tasks x 1,000 rows x 20 features, where
+        # threads (which hold the GIL in numpy's smaller steps) gave 1.2x.
+        prefer = "processes" if data.layout == "long" else "threads"
+        workers = TaskWorkers(
+            self.n_jobs, prefer, fixed=(net.labels(data), net.design(data.X))
+        )
+        with single_blas_thread(), workers:
             theta, history, curve, initial, n_rounds, converged, grad_ratio = _train(
                 data, net, theta, losses, self.epsilon, self.alpha, strategy, fixed,
                 self.max_iter, self.tol, workers, self.verbose, monitor,

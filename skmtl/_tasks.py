@@ -242,6 +242,11 @@ class LongTasks:
         self.n_observed = len(y)
         self._groups = {}
 
+    def __getstate__(self):
+        # The task-group cache stays behind: a copy sent to a worker process
+        # builds its own for the tasks it gets.
+        return {**vars(self), "_groups": {}}
+
     def pair_weights(self):
         """Sample weight of every observed (row, task) pair."""
         return np.ones(len(self.y)) if self.sample_weight is None else self.sample_weight
@@ -558,6 +563,10 @@ class WideTasks:
             self._weights *= sample_weight[:, None]
         self._by_task = None
 
+    def __getstate__(self):
+        # The per-task copies of Y stay behind: a worker process makes its own.
+        return {**vars(self), "_by_task": None}
+
     def _row_weights(self, start, stop):
         """(n_rows, k) weights of the observed labels of tasks [start, stop) (a view)."""
         return self._weights[:, start:stop]
@@ -618,7 +627,7 @@ class WideTasks:
 
     def row_range(self, start, stop):
         """Slice of the rows that hold the labels of tasks ``[start, stop)``: all."""
-        return slice(0, len(self.X))
+        return slice(0, len(self.Y))
 
     def head_loss_grad(self, start, stop, H, coef, intercept, losses, epsilon, weights):
         """Per-task loss, head gradients and row gradient of linear heads on ``H``.

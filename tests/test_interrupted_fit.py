@@ -2,9 +2,10 @@
 
 The fault is raised from inside the per-task work that every estimator sends
 through :func:`skmtl._parallel.map_task_chunks`, at its first, a middle and
-its last call serially, and at a middle one through joblib's workers: an exception, and a
-``KeyboardInterrupt`` (a ``BaseException``, which ``except Exception`` would
-let through).
+its last call serially, and at a middle one through joblib's worker threads:
+an exception, and a ``KeyboardInterrupt`` (a ``BaseException``, which
+``except Exception`` would let through). A last test makes a chunk fail
+inside a worker process.
 """
 
 import copy
@@ -12,6 +13,7 @@ import sys
 import threading
 import warnings
 
+import joblib
 import numpy as np
 import pytest
 from numpy.testing import assert_array_equal
@@ -56,7 +58,10 @@ def _patch_per_task_steps(monkeypatch, fail_at, error):
 
 
 def _fit(model, case, y=None):
-    with warnings.catch_warnings():
+    # The counting step shares a lock with the test: worker threads, also
+    # for the fits that prefer processes (the process case is
+    # test_fault_in_a_worker_process_leaves_the_estimator_unfitted).
+    with warnings.catch_warnings(), joblib.parallel_config(backend="threading"):
         # Few iterations on purpose: the fault, not the optimum, is tested.
         warnings.simplefilter("ignore", ConvergenceWarning)
         return model.fit(case.X, case.y if y is None else y)
@@ -130,3 +135,39 @@ def test_interrupted_refit_keeps_the_previous_model(
                 _fit(model, fit_case, y_new)
         _assert_same_state(state, model)
         assert_array_equal(model.predict(fit_case.X), before)
+
+
+def test_fault_in_a_worker_process_leaves_the_estimator_unfitted(monkeypatch, tmp_path):
+    # SharedObjectiveRegressor's long layout runs on worker processes, its
+    # data written to files (here also on a small problem). From the third
+    # call on the design's stand-in names a file that is not there: the
+    # chunk fails inside a worker process, and the parent gets the error.
+    from skmtl import SharedObjectiveRegressor, _parallel
+
+    monkeypatch.setenv("JOBLIB_TEMP_FOLDER", str(tmp_path))
+    monkeypatch.setattr(_parallel, "_SHARE_MIN_BYTES", 0)
+    stand_in, calls = _parallel._SharedData.stand_in, [0]
+
+    def failing(self, value):
+        shared = stand_in(self, value)
+        if isinstance(shared, _parallel._SharedObject) and shared.value is None:
+            calls[0] += 1
+            if calls[0] >= 3:
+                missing = {None: str(tmp_path / "gone" / "0.npy")}
+                return _parallel._SharedObject(str(tmp_path / "gone"), "gone", None, missing,
+                                               shared.keep)
+        return shared
+
+    monkeypatch.setattr(_parallel._SharedData, "stand_in", failing)
+    rng = np.random.RandomState(0)
+    X = np.column_stack([np.repeat(np.arange(6), 8), rng.normal(size=(48, 3))])
+    model = SharedObjectiveRegressor(task_column=0, activation="tanh", n_jobs=2, random_state=0)
+    params = copy.deepcopy(vars(model))
+    with joblib.parallel_config(backend="loky"), pytest.raises(FileNotFoundError):
+        model.fit(X, rng.normal(size=48))
+    assert calls[0] == 3
+    _assert_same_state(params, model)
+    with pytest.raises(NotFittedError):
+        model.predict(X)
+    # The fit's files are removed after the failure too.
+    assert not list(tmp_path.glob("skmtl-*"))

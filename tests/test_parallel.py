@@ -1,5 +1,6 @@
 """n_jobs does not change results; the per-task chunking."""
 
+import os
 import warnings
 
 import joblib
@@ -157,3 +158,151 @@ def test_serial_task_workers_make_one_plain_call():
     with TaskWorkers(None) as workers:
         results, chunks = map_task_chunks(lambda a, b: calls.append((a, b)), 7, n_jobs=workers)
     assert calls == [(0, 7)] and chunks == [(0, 7)]
+
+
+# ------------------------------------------------------- worker processes
+#
+# With loky or multiprocessing, TaskWorkers writes the fit's fixed arguments
+# once to memory-mapped files (_SharedData), sends stand-ins, and computes
+# the first chunk in the parent. The tests lower _SHARE_MIN_BYTES to 0 so
+# that the small problems here go through the files.
+
+
+def _long_network_problem(seed=0, sizes=(3, 5, 2, 6, 4, 7, 1, 5)):
+    from skmtl._shared_objective import _Network
+    from skmtl._tasks import make_long_tasks
+
+    rng = np.random.RandomState(seed)
+    labels = np.repeat(np.arange(len(sizes)), sizes)
+    X, y = rng.normal(size=(len(labels), 3)), rng.normal(size=len(labels))
+    data, _ = make_long_tasks(X, labels, y, rng.uniform(0.5, 2.0, len(labels)))
+    net = _Network(3, 4, len(sizes), "tanh", fit_intercept=True)
+    theta = net.initialize(data, 0) + 0.5 * rng.normal(size=net.offsets[-1])
+    return data, net, theta
+
+
+def test_parent_first_chunks_cover_every_task_once_with_a_larger_first():
+    for n_tasks, n_workers, extra in [(1000, 2, 0.15), (1000, 3, 0.4), (7, 2, 0.15), (1, 2, 0.4)]:
+        chunks = skmtl._parallel._parent_first_chunks(n_tasks, n_workers, extra)
+        assert [t for a, b in chunks for t in range(a, b)] == list(range(n_tasks))
+        if n_tasks >= 1000:
+            sizes = np.diff([0] + [b for _, b in chunks])
+            assert len(sizes) == n_workers
+            assert_allclose(sizes[0] / sizes[1:], 1 + extra, rtol=0.01)
+
+
+def test_stand_ins_replace_the_fixed_arrays_and_rebuild_them(monkeypatch, tmp_path):
+    import pickle
+
+    from skmtl import _parallel
+
+    monkeypatch.setenv("JOBLIB_TEMP_FOLDER", str(tmp_path))
+    monkeypatch.setattr(_parallel, "_SHARE_MIN_BYTES", 0)
+    monkeypatch.setattr(_parallel, "_ATTACHED", {"folder": None, "arrays": {}, "objects": {},
+                                                  "malloc_warmed": True})
+    data, net, _ = _long_network_problem()
+    # The parent's cache of task groups, filled.
+    data._batch_groups(0, data.n_tasks)
+    XT, other = net.design(data.X), np.arange(5.0)
+    shared = _parallel._SharedData((data, XT), remote_fraction=0.5)
+    data_in, XT_in = shared.stand_in(data), shared.stand_in(XT)
+    # Not a fixed argument: passed as it is.
+    assert shared.stand_in(other) is other
+    # Written once: the same stand-ins, the same files, on every call.
+    assert shared.stand_in(data) is data_in and shared.stand_in(XT) is XT_in
+    files = sorted(tmp_path.glob("skmtl-*/*.npy"))
+    assert len(files) == 1 + sum(isinstance(a, np.ndarray) for a in vars(data).values())
+    # A stand-in pickles without its arrays.
+    assert len(pickle.dumps(XT_in)) < 1000 < XT.nbytes
+    assert len(pickle.dumps(data_in)) < sum(a.nbytes for a in vars(data).values()
+                                            if isinstance(a, np.ndarray))
+    # What a worker process rebuilds (here in this process): the same
+    # values, read only, without the parent's cache.
+    XT_w, data_w = XT_in.attach(), data_in.attach()
+    assert_array_equal(XT_w, XT)
+    assert not XT_w.flags.writeable
+    for name, value in vars(data).items():
+        if isinstance(value, np.ndarray):
+            assert_array_equal(getattr(data_w, name), value, err_msg=name)
+            assert not getattr(data_w, name).flags.writeable
+    assert data._groups and not data_w._groups
+    # Kept for the later calls of the fit.
+    assert data_in.attach() is data_w
+    shared.close()
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_workers_keep_the_mapped_arrays_only_below_the_budget(keep, monkeypatch, tmp_path):
+    from skmtl import _parallel
+
+    monkeypatch.setenv("JOBLIB_TEMP_FOLDER", str(tmp_path))
+    monkeypatch.setattr(_parallel, "_SHARE_MIN_BYTES", 0)
+    attached = {"folder": None, "arrays": {}, "objects": {}, "malloc_warmed": True}
+    monkeypatch.setattr(_parallel, "_ATTACHED", attached)
+    a = np.arange(50_000.0)
+    # 0.5 * 400 kB touched against the budget.
+    monkeypatch.setattr(_parallel, "_KEEP_MAPPED_BYTES", 300_000 if keep else 100_000)
+    shared = _parallel._SharedData((a,), remote_fraction=0.5)
+    assert shared.keep is keep
+    # parent_pid=-1: _run_chunk takes the worker process's path, here.
+    total = _parallel._run_chunk(_slice_sum, 10, 20, (shared.stand_in(a), np.ones(50_000)), -1)
+    assert total == a[10:20].sum() + 10
+    assert bool(attached["arrays"]) is keep
+    shared.close()
+
+
+@pytest.mark.parametrize("keep", [True, False], ids=["kept", "mapped-per-call"])
+def test_objective_on_worker_processes_equals_the_serial_one(keep, monkeypatch, tmp_path):
+    from skmtl import _parallel
+    from skmtl._losses import LOSSES
+    from skmtl._shared_objective import _objective
+
+    monkeypatch.setenv("JOBLIB_TEMP_FOLDER", str(tmp_path))
+    monkeypatch.setattr(_parallel, "_SHARE_MIN_BYTES", 0)
+    monkeypatch.setattr(_parallel, "_KEEP_MAPPED_BYTES", np.inf if keep else 0)
+    data, net, theta = _long_network_problem()
+    losses = tuple(LOSSES["huber" if t % 2 else "squared"] for t in range(data.n_tasks))
+    weights = np.linspace(0.5, 1.5, data.n_tasks)
+    args = (net, data, losses, 0.3, weights, 0.01)
+    workers = TaskWorkers(2, "processes", fixed=(net.labels(data), net.design(data.X)))
+    with joblib.parallel_config(backend="loky"), workers:
+        for step in range(3):
+            # Other parameters at every call, the same data.
+            point = theta + 0.1 * step
+            expected = _objective(point, *args, None)
+            got = _objective(point, *args, workers)
+            assert workers._shared.keep is keep
+            assert len(list(tmp_path.glob("skmtl-*/*.npy"))) >= 2
+            for e, g in zip(expected, got):
+                assert_allclose(g, e, rtol=1e-13, atol=1e-15)
+    assert not list(tmp_path.iterdir())
+
+
+def test_fit_on_worker_processes_leaves_no_files(monkeypatch, tmp_path):
+    from skmtl import SharedObjectiveRegressor, _parallel
+
+    monkeypatch.setenv("JOBLIB_TEMP_FOLDER", str(tmp_path))
+    monkeypatch.setattr(_parallel, "_SHARE_MIN_BYTES", 0)
+    written = []
+    close = _parallel._SharedData.close
+
+    def record(self):
+        if self.folder is not None:
+            written.extend(os.listdir(self.folder))
+        close(self)
+
+    monkeypatch.setattr(_parallel._SharedData, "close", record)
+    rng = np.random.RandomState(0)
+    X = np.column_stack([np.repeat(np.arange(6), 8), rng.normal(size=(48, 3))])
+    y = rng.normal(size=48)
+    params = dict(task_column=0, activation="tanh", max_iter=3, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        serial = SharedObjectiveRegressor(**params).fit(X, y)
+        with joblib.parallel_config(backend="loky"):
+            parallel = SharedObjectiveRegressor(n_jobs=2, **params).fit(X, y)
+    # The design and the labels' arrays went through files, removed at the end.
+    assert len(written) >= 2
+    assert not list(tmp_path.iterdir())
+    assert_allclose(parallel.predict(X), serial.predict(X), rtol=1e-8)

@@ -186,33 +186,46 @@ class _SharedData:
     """The large arguments of one fit, written once for worker processes.
 
     Used by :class:`TaskWorkers` when joblib runs the calls in local worker
-    processes (loky, multiprocessing): of the ``fixed`` arguments, arrays of
-    at least ``_SHARE_MIN_BYTES`` and objects (such as
+    processes (loky, multiprocessing): of the shared arguments (:meth:`share`),
+    arrays of at least ``_SHARE_MIN_BYTES`` and objects (such as
     :class:`~skmtl._tasks.LongTasks`) holding such arrays are saved to a
-    temporary folder on the first call that passes them and sent as
-    :class:`_SharedObject` stand-ins from then on. The folder follows
-    joblib's choice for its own memory maps: ``JOBLIB_TEMP_FOLDER``, else
-    ``/dev/shm`` (memory), else the system's temporary folder. It is removed
-    when the fit ends.
+    temporary folder on the first call that passes them, and sent as
+    :class:`_SharedObject` stand-ins from then on. The folder follows joblib's choice for its own memory maps:
+    ``JOBLIB_TEMP_FOLDER``, else ``/dev/shm`` (memory), else the system's
+    temporary folder. It is removed when the fit ends.
 
     Parameters
     ----------
-    fixed : tuple
-        The arguments passed unchanged to every call of the fit.
     remote_fraction : float
         Share of the tasks that worker processes compute (the parent
         computes the rest): how much of the arrays one worker may touch.
     """
 
-    def __init__(self, fixed, remote_fraction):
-        self.folder = None
+    def __init__(self, remote_fraction):
+        self.folder = tempfile.mkdtemp(prefix="skmtl-", dir=_temp_root())
+        self.remote_fraction = remote_fraction
         # id -> (argument, stand-in or None until first passed); the argument
         # is kept so that its id is not reused within the fit.
-        self._stand_ins = {id(value): (value, None) for value in fixed}
-        touched = remote_fraction * sum(
-            a.nbytes for value in fixed for a in _large_arrays(value).values()
-        )
-        self.keep = touched < _KEEP_MAPPED_BYTES
+        self._stand_ins = {}
+        self.keep = None
+
+    def _path(self):
+        return os.path.join(self.folder, f"{len(os.listdir(self.folder))}.npy")
+
+    def share(self, values):
+        """Make ``values`` fixed arguments of the fit's calls."""
+        for value in values:
+            self._stand_ins[id(value)] = (value, None)
+
+    def decide_keep(self):
+        """Whether workers keep the arrays mapped (decided at the first parallel call)."""
+        if self.keep is None:
+            touched = self.remote_fraction * sum(
+                a.nbytes for value, _ in self._stand_ins.values()
+                for a in _large_arrays(value).values()
+            )
+            self.keep = bool(touched < _KEEP_MAPPED_BYTES)
+        return self.keep
 
     def stand_in(self, value):
         """``value``'s stand-in if it is one of the fixed arguments, else ``value``."""
@@ -232,20 +245,16 @@ class _SharedData:
             kept = copy.copy(value)
             for name in arrays:
                 setattr(kept, name, None)
-        if self.folder is None:
-            self.folder = tempfile.mkdtemp(prefix="skmtl-", dir=_temp_root())
         paths = {}
         for name, a in arrays.items():
-            paths[name] = os.path.join(self.folder, f"{len(os.listdir(self.folder))}.npy")
+            paths[name] = self._path()
             np.save(paths[name], a, allow_pickle=False)
-        shared = _SharedObject(self.folder, uuid.uuid4().hex, kept, paths, self.keep)
+        shared = _SharedObject(self.folder, uuid.uuid4().hex, kept, paths, self.decide_keep())
         self._stand_ins[id(value)] = (value, shared)
         return shared
 
     def close(self):
-        if self.folder is not None:
-            shutil.rmtree(self.folder, ignore_errors=True)
-        self.folder = None
+        shutil.rmtree(self.folder, ignore_errors=True)
         self._stand_ins = {}
 
 
@@ -275,8 +284,8 @@ class TaskWorkers:
     "processes"``, or a ``parallel_config`` asking for loky or
     multiprocessing), the tasks are cut in one chunk per worker, the parent
     computes the first chunk while the workers compute the others, and the
-    ``fixed`` arguments are written to memory-mapped files once for the
-    whole fit (:class:`_SharedData`).
+    arguments named by :meth:`share` are written to memory-mapped files once
+    for the whole fit (:class:`_SharedData`).
 
     Parameters
     ----------
@@ -284,20 +293,22 @@ class TaskWorkers:
         As for :func:`map_task_chunks`.
     prefer : {"threads", "processes"}, default="threads"
         joblib's soft hint; ``joblib.parallel_config(backend=...)`` wins.
-    fixed : tuple, default=()
-        Arguments that every call of the fit passes unchanged (the data).
     """
 
-    def __init__(self, n_jobs, prefer="threads", fixed=()):
+    def __init__(self, n_jobs, prefer="threads"):
         self.n_jobs = n_jobs
         self.prefer = prefer
-        self.fixed = fixed
         self._open = False
         self._parallel = None
         self._shared = None
 
     def __enter__(self):
         self._open = True
+        if not _is_serial(self.n_jobs):
+            # Which backend the calls will run on; no worker starts here.
+            backend, _ = get_active_backend(prefer=self.prefer)
+            if isinstance(backend, (LokyBackend, MultiprocessingBackend)):
+                self._shared = _SharedData(1 - 1 / effective_n_jobs(self.n_jobs))
         return self
 
     def __exit__(self, *exc):
@@ -309,14 +320,15 @@ class TaskWorkers:
             self._shared.close()
         self._shared = None
 
+    def share(self, *values):
+        """Name arguments that every call of the fit passes unchanged (the data)."""
+        if self._shared is not None:
+            self._shared.share(values)
+
     def _start(self):
-        backend, _ = get_active_backend(prefer=self.prefer)
-        local_processes = isinstance(backend, (LokyBackend, MultiprocessingBackend))
-        if local_processes:
-            self._shared = _SharedData(self.fixed, 1 - 1 / effective_n_jobs(self.n_jobs))
         self._parallel = Parallel(
             n_jobs=self.n_jobs, prefer=self.prefer,
-            return_as="generator" if local_processes else "list",
+            return_as="list" if self._shared is None else "generator",
         ).__enter__()
 
     def map_tasks(self, func, n_tasks, args):
@@ -339,9 +351,8 @@ class TaskWorkers:
         # 1,000 rows x 20 features, 2 chunks: 44 ms). The parent, which
         # would otherwise wait, computes the first chunk on its own copy of
         # the data, and needs no result polling (10 ms steps) for it.
-        chunks = _parent_first_chunks(
-            n_tasks, effective_n_jobs(self.n_jobs), _PARENT_EXTRA[self._shared.keep]
-        )
+        keep = self._shared.decide_keep()
+        chunks = _parent_first_chunks(n_tasks, effective_n_jobs(self.n_jobs), _PARENT_EXTRA[keep])
         if len(chunks) <= 1:
             return [func(start, stop, *args) for start, stop in chunks], chunks
         remote = tuple(self._shared.stand_in(a) for a in args)

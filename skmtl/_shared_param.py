@@ -433,7 +433,8 @@ class SharedParamRegressor(MultiTaskRegressorBase):
         else:
             # One set of workers for every per-task step of the fit: L-BFGS
             # maps the per-task gradients at every evaluation.
-            with TaskWorkers(self.n_jobs, fixed=(data,)) as workers:
+            with TaskWorkers(self.n_jobs) as workers:
+                workers.share(data)
                 theta0, beta = _solve_cholesky(
                     data, self.alpha_shared, self.alpha_task, fit_intercept, workers
                 )

@@ -204,7 +204,8 @@ def test_stand_ins_replace_the_fixed_arrays_and_rebuild_them(monkeypatch, tmp_pa
     # The parent's cache of task groups, filled.
     data._batch_groups(0, data.n_tasks)
     XT, other = net.design(data.X), np.arange(5.0)
-    shared = _parallel._SharedData((data, XT), remote_fraction=0.5)
+    shared = _parallel._SharedData(remote_fraction=0.5)
+    shared.share((data, XT))
     data_in, XT_in = shared.stand_in(data), shared.stand_in(XT)
     # Not a fixed argument: passed as it is.
     assert shared.stand_in(other) is other
@@ -243,10 +244,12 @@ def test_workers_keep_the_mapped_arrays_only_below_the_budget(keep, monkeypatch,
     a = np.arange(50_000.0)
     # 0.5 * 400 kB touched against the budget.
     monkeypatch.setattr(_parallel, "_KEEP_MAPPED_BYTES", 300_000 if keep else 100_000)
-    shared = _parallel._SharedData((a,), remote_fraction=0.5)
+    shared = _parallel._SharedData(remote_fraction=0.5)
+    shared.share((a,))
+    stand_in = shared.stand_in(a)
     assert shared.keep is keep
     # parent_pid=-1: _run_chunk takes the worker process's path, here.
-    total = _parallel._run_chunk(_slice_sum, 10, 20, (shared.stand_in(a), np.ones(50_000)), -1)
+    total = _parallel._run_chunk(_slice_sum, 10, 20, (stand_in, np.ones(50_000)), -1)
     assert total == a[10:20].sum() + 10
     assert bool(attached["arrays"]) is keep
     shared.close()
@@ -265,8 +268,8 @@ def test_objective_on_worker_processes_equals_the_serial_one(keep, monkeypatch, 
     losses = tuple(LOSSES["huber" if t % 2 else "squared"] for t in range(data.n_tasks))
     weights = np.linspace(0.5, 1.5, data.n_tasks)
     args = (net, data, losses, 0.3, weights, 0.01)
-    workers = TaskWorkers(2, "processes", fixed=(net.labels(data), net.design(data.X)))
-    with joblib.parallel_config(backend="loky"), workers:
+    with joblib.parallel_config(backend="loky"), TaskWorkers(2, "processes") as workers:
+        workers.share(net.labels(data), net.design(data.X))
         for step in range(3):
             # Other parameters at every call, the same data.
             point = theta + 0.1 * step

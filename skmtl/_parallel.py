@@ -99,6 +99,9 @@ def _run_chunk(func, start, stop, args, parent_pid):
 # map (joblib's own threshold for memory-mapping an argument).
 _SHARE_MIN_BYTES = 1_000_000
 
+# /dev/shm is used when it has this much free space (joblib's own rule).
+_SHM_MIN_BYTES = 2e9
+
 # A worker process keeps the fit's arrays mapped between calls while the
 # part of them it may touch stays below this. loky replaces a worker whose
 # memory grew by 300 MB since its first call, as a leak, and mapped pages
@@ -259,9 +262,14 @@ class _SharedData:
 
 
 def _temp_root():
+    """Where a fit's files go: joblib's rule for its own memory maps."""
     root = os.environ.get("JOBLIB_TEMP_FOLDER")
     if root is None and os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK):
-        root = "/dev/shm"
+        # As joblib: a small /dev/shm (64 MB in a default Docker container)
+        # would fill up; then the system's temporary folder.
+        stats = os.statvfs("/dev/shm")
+        if stats.f_bsize * stats.f_bavail >= _SHM_MIN_BYTES:
+            root = "/dev/shm"
     return root
 
 

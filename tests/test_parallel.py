@@ -309,3 +309,15 @@ def test_fit_on_worker_processes_leaves_no_files(monkeypatch, tmp_path):
     assert len(written) >= 2
     assert not list(tmp_path.iterdir())
     assert_allclose(parallel.predict(X), serial.predict(X), rtol=1e-8)
+
+
+def test_a_small_dev_shm_is_not_used(monkeypatch):
+    # joblib's rule: /dev/shm only with 2 GB free (a default Docker container
+    # has 64 MB), else the system's temporary folder; JOBLIB_TEMP_FOLDER wins.
+    from skmtl import _parallel
+
+    monkeypatch.delenv("JOBLIB_TEMP_FOLDER", raising=False)
+    monkeypatch.setattr(_parallel, "_SHM_MIN_BYTES", float("inf"))
+    assert _parallel._temp_root() is None
+    monkeypatch.setenv("JOBLIB_TEMP_FOLDER", "/somewhere")
+    assert _parallel._temp_root() == "/somewhere"

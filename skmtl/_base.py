@@ -22,6 +22,7 @@ from sklearn.utils.validation import (
 )
 
 from . import _dask
+from ._parallel import keep_freed_memory
 from ._tasks import check_task_labels, make_long_tasks, make_wide_tasks
 
 __all__ = ["Interval", "StrOptions", "MultiTaskRegressorBase"]
@@ -89,6 +90,7 @@ class MultiTaskRegressorBase(RegressorMixin, BaseEstimator):
             Fitted estimator.
         """
         state = dict(vars(self))
+        keep_freed_memory()
         try:
             data, fitted = self._validate_fit_input(X, y, sample_weight)
             fitted.update(self._fit(data))

@@ -227,12 +227,13 @@ def _parallel_even_when_small(monkeypatch):
     """Run n_jobs > 1 through joblib even on the tests' small problems.
 
     Outside the tests, calls cheaper than joblib's dispatch run serially
-    (skmtl._parallel._MIN_PARALLEL_COST); the tests want the parallel path
-    itself checked.
+    (skmtl._parallel._MIN_PARALLEL_COST, _MIN_PROCESS_COST); the tests want
+    the parallel path itself checked.
     """
     import skmtl._parallel
 
     monkeypatch.setattr(skmtl._parallel, "_MIN_PARALLEL_COST", 0.0)
+    monkeypatch.setattr(skmtl._parallel, "_MIN_PROCESS_COST", 0.0)
 
 
 # ------------------------------------------------------------ dask cluster

@@ -125,6 +125,28 @@ def test_cheap_calls_run_serially(monkeypatch):
     assert len(chunks) > 1 and sum(results) == np.arange(10.0).sum() + 10
 
 
+def test_cheap_calls_on_worker_processes_run_serially(monkeypatch):
+    # A higher floor on processes: a late worker costs a 10 ms poll.
+    monkeypatch.setattr(skmtl._parallel, "_MIN_PARALLEL_COST", 1e6)
+    monkeypatch.setattr(skmtl._parallel, "_MIN_PROCESS_COST", 1e8)
+    calls = []
+
+    def record(start, stop):
+        calls.append((start, stop))
+        return stop - start
+
+    with joblib.parallel_config(backend="loky"), TaskWorkers(2, "processes") as workers:
+        assert workers.processes
+        # Above the floor of threads, below that of processes: one plain call.
+        results, chunks = map_task_chunks(record, 50, n_jobs=workers, cost=1e7)
+        assert calls == [(0, 50)] and chunks == [(0, 50)] and results == [50]
+        # ``range``: a function the worker processes can unpickle.
+        results, chunks = map_task_chunks(range, 10, n_jobs=workers, cost=1e9)
+    assert len(chunks) == 2 and [t for r in results for t in r] == list(range(10))
+    with joblib.parallel_config(backend="threading"), TaskWorkers(2) as workers:
+        assert not workers.processes
+
+
 # ---------------------------------------------------------------- TaskWorkers
 
 
@@ -198,8 +220,7 @@ def test_stand_ins_replace_the_fixed_arrays_and_rebuild_them(monkeypatch, tmp_pa
 
     monkeypatch.setenv("JOBLIB_TEMP_FOLDER", str(tmp_path))
     monkeypatch.setattr(_parallel, "_SHARE_MIN_BYTES", 0)
-    monkeypatch.setattr(_parallel, "_ATTACHED", {"folder": None, "arrays": {}, "objects": {},
-                                                  "malloc_warmed": True})
+    monkeypatch.setattr(_parallel, "_ATTACHED", {"folder": None, "arrays": {}, "objects": {}})
     data, net, _ = _long_network_problem()
     # The parent's cache of task groups, filled.
     data._batch_groups(0, data.n_tasks)
@@ -239,7 +260,7 @@ def test_workers_keep_the_mapped_arrays_only_below_the_budget(keep, monkeypatch,
 
     monkeypatch.setenv("JOBLIB_TEMP_FOLDER", str(tmp_path))
     monkeypatch.setattr(_parallel, "_SHARE_MIN_BYTES", 0)
-    attached = {"folder": None, "arrays": {}, "objects": {}, "malloc_warmed": True}
+    attached = {"folder": None, "arrays": {}, "objects": {}}
     monkeypatch.setattr(_parallel, "_ATTACHED", attached)
     a = np.arange(50_000.0)
     # 0.5 * 400 kB touched against the budget.

@@ -213,9 +213,10 @@ class _SharedData:
     arrays of at least ``_SHARE_MIN_BYTES`` and objects (such as
     :class:`~skmtl._tasks.LongTasks`) holding such arrays are saved to a
     temporary folder on the first call that passes them, and sent as
-    :class:`_SharedObject` stand-ins from then on. The folder follows joblib's choice for its own memory maps:
-    ``JOBLIB_TEMP_FOLDER``, else ``/dev/shm`` (memory), else the system's
-    temporary folder. It is removed when the fit ends.
+    :class:`_SharedObject` stand-ins from then on. The folder follows
+    joblib's choice for its own memory maps: ``JOBLIB_TEMP_FOLDER``, else
+    ``/dev/shm`` (memory) when it has 2 GB free, else the system's temporary
+    folder. It is removed when the fit ends.
 
     Parameters
     ----------
@@ -303,8 +304,8 @@ class TaskWorkers:
     ``joblib.parallel_config`` selects). Each call still costs joblib's
     result polling (10 ms in joblib 1.6), so calls cheaper than
     ``_MIN_PARALLEL_COST`` (on processes ``_MIN_PROCESS_COST``) run serially.
-    Use as a context manager around the
-    solver and pass it as ``n_jobs`` to :func:`map_task_chunks`.
+    Use as a context manager around the solver and pass it as ``n_jobs`` to
+    :func:`map_task_chunks`.
 
     The ``Parallel`` starts at the first call that runs in parallel, so a fit
     whose calls are all cheap starts no workers.

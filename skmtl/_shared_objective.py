@@ -1185,10 +1185,11 @@ class SharedObjectiveRegressor(MultiTaskRegressorBase):
         # product of 33,000 entries took 15 ms with 2 BLAS threads, 6 us
         # with one.
         # One set of workers for every evaluation of the objective. In the
-        # long layout each chunk runs the whole network on its rows: worker
-        # processes, with the data mapped once per fit, ran it 1.5x faster
-        # than serially at 1,000 tasks x 1,000 rows x 20 features, where
-        # threads (which hold the GIL in numpy's smaller steps) gave 1.2x.
+        # long layout each chunk runs the whole network on its rows: on two
+        # worker processes, with the data mapped once per fit, a fit at
+        # 1,000 tasks x 1,000 rows x 20 features ran 1.56x faster than
+        # serially, on two threads (which hold the GIL in numpy's smaller
+        # steps) 1.09x (benchmarks/README.md, runs N5 and N3).
         prefer = "processes" if data.layout == "long" else "threads"
         with single_blas_thread(), TaskWorkers(self.n_jobs, prefer) as workers:
             # With worker processes these are written once to files they map.

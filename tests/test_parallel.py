@@ -184,7 +184,7 @@ def test_serial_task_workers_make_one_plain_call():
 
 # ------------------------------------------------------- worker processes
 #
-# With loky or multiprocessing, TaskWorkers writes the fit's fixed arguments
+# With loky or multiprocessing, TaskWorkers writes the arguments named by share()
 # once to memory-mapped files (_SharedData), sends stand-ins, and computes
 # the first chunk in the parent. The tests lower _SHARE_MIN_BYTES to 0 so
 # that the small problems here go through the files.

@@ -11,6 +11,7 @@ import os
 import shutil
 import tempfile
 import uuid
+import warnings
 
 import numpy as np
 from joblib import effective_n_jobs
@@ -331,6 +332,8 @@ class TaskWorkers:
         self._open = False
         self._parallel = None
         self._shared = None
+        # Set when the data could not be written for the worker processes.
+        self._serial = False
 
     def __enter__(self):
         self._open = True
@@ -373,6 +376,8 @@ class TaskWorkers:
             chunks = task_chunks(n_tasks, self.n_jobs)
             parallel = Parallel(n_jobs=self.n_jobs, prefer=self.prefer)
             return _joblib_map(func, chunks, args, parallel), chunks
+        if self._serial:
+            return [func(0, n_tasks, *args)], [(0, n_tasks)]
         if self._parallel is None:
             self._start()
         if self._shared is None:
@@ -390,7 +395,20 @@ class TaskWorkers:
         chunks = _parent_first_chunks(n_tasks, effective_n_jobs(self.n_jobs), _PARENT_EXTRA[keep])
         if len(chunks) <= 1:
             return [func(start, stop, *args) for start, stop in chunks], chunks
-        remote = tuple(self._shared.stand_in(a) for a in args)
+        try:
+            remote = tuple(self._shared.stand_in(a) for a in args)
+        except OSError as exc:
+            # No room for the data (a full temporary folder): the fit goes on
+            # in this process rather than failing.
+            warnings.warn(
+                f"Could not write the fit's data for the worker processes to "
+                f"{self._shared.folder!r} ({exc}); the rest of this fit runs in "
+                "one process. Set JOBLIB_TEMP_FOLDER to a folder with room for "
+                "a copy of the data to use n_jobs here.",
+                UserWarning,
+            )
+            self._serial = True
+            return [func(0, n_tasks, *args)], [(0, n_tasks)]
         parent_pid = os.getpid()
         with single_blas_thread():
             # Dispatched now, collected below.

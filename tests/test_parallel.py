@@ -342,3 +342,30 @@ def test_a_small_dev_shm_is_not_used(monkeypatch):
     assert _parallel._temp_root() is None
     monkeypatch.setenv("JOBLIB_TEMP_FOLDER", "/somewhere")
     assert _parallel._temp_root() == "/somewhere"
+
+
+def test_no_room_for_the_data_finishes_the_fit_in_one_process(monkeypatch, tmp_path):
+    # A full temporary folder (np.save raising ENOSPC): a warning, and the
+    # fit goes on serially instead of failing.
+    import errno
+
+    from skmtl import SharedObjectiveRegressor, _parallel
+
+    monkeypatch.setenv("JOBLIB_TEMP_FOLDER", str(tmp_path))
+    monkeypatch.setattr(_parallel, "_SHARE_MIN_BYTES", 0)
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(_parallel.np, "save", full)
+    rng = np.random.RandomState(0)
+    X = np.column_stack([np.repeat(np.arange(6), 8), rng.normal(size=(48, 3))])
+    y = rng.normal(size=48)
+    params = dict(task_column=0, activation="tanh", max_iter=3, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        serial = SharedObjectiveRegressor(**params).fit(X, y)
+        with joblib.parallel_config(backend="loky"), pytest.warns(UserWarning, match="No space"):
+            parallel = SharedObjectiveRegressor(n_jobs=2, **params).fit(X, y)
+    assert_allclose(parallel.predict(X), serial.predict(X), rtol=1e-8)
+    assert not list(tmp_path.iterdir())

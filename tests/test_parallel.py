@@ -304,7 +304,7 @@ def test_objective_on_worker_processes_equals_the_serial_one(keep, monkeypatch, 
 
 
 def test_fit_on_worker_processes_leaves_no_files(monkeypatch, tmp_path):
-    from skmtl import SharedObjectiveRegressor, _parallel
+    from skmtl import _parallel
 
     monkeypatch.setenv("JOBLIB_TEMP_FOLDER", str(tmp_path))
     monkeypatch.setattr(_parallel, "_SHARE_MIN_BYTES", 0)
@@ -317,6 +317,17 @@ def test_fit_on_worker_processes_leaves_no_files(monkeypatch, tmp_path):
         close(self)
 
     monkeypatch.setattr(_parallel._SharedData, "close", record)
+    X, serial, parallel = _serial_and_process_fits()
+    # The design and the labels' arrays went through files, removed at the end.
+    assert len(written) >= 2
+    assert not list(tmp_path.iterdir())
+    assert_allclose(parallel.predict(X), serial.predict(X), rtol=1e-8)
+
+
+def _serial_and_process_fits(expect_warning=None):
+    """A small long-layout SharedObjectiveRegressor fit serially and on two loky processes."""
+    from skmtl import SharedObjectiveRegressor
+
     rng = np.random.RandomState(0)
     X = np.column_stack([np.repeat(np.arange(6), 8), rng.normal(size=(48, 3))])
     y = rng.normal(size=48)
@@ -325,11 +336,12 @@ def test_fit_on_worker_processes_leaves_no_files(monkeypatch, tmp_path):
         warnings.simplefilter("ignore", ConvergenceWarning)
         serial = SharedObjectiveRegressor(**params).fit(X, y)
         with joblib.parallel_config(backend="loky"):
-            parallel = SharedObjectiveRegressor(n_jobs=2, **params).fit(X, y)
-    # The design and the labels' arrays went through files, removed at the end.
-    assert len(written) >= 2
-    assert not list(tmp_path.iterdir())
-    assert_allclose(parallel.predict(X), serial.predict(X), rtol=1e-8)
+            if expect_warning is None:
+                parallel = SharedObjectiveRegressor(n_jobs=2, **params).fit(X, y)
+            else:
+                with pytest.warns(UserWarning, match=expect_warning):
+                    parallel = SharedObjectiveRegressor(n_jobs=2, **params).fit(X, y)
+    return X, serial, parallel
 
 
 def test_a_small_dev_shm_is_not_used(monkeypatch):
@@ -349,7 +361,7 @@ def test_no_room_for_the_data_finishes_the_fit_in_one_process(monkeypatch, tmp_p
     # fit goes on serially instead of failing.
     import errno
 
-    from skmtl import SharedObjectiveRegressor, _parallel
+    from skmtl import _parallel
 
     monkeypatch.setenv("JOBLIB_TEMP_FOLDER", str(tmp_path))
     monkeypatch.setattr(_parallel, "_SHARE_MIN_BYTES", 0)
@@ -358,14 +370,6 @@ def test_no_room_for_the_data_finishes_the_fit_in_one_process(monkeypatch, tmp_p
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(_parallel.np, "save", full)
-    rng = np.random.RandomState(0)
-    X = np.column_stack([np.repeat(np.arange(6), 8), rng.normal(size=(48, 3))])
-    y = rng.normal(size=48)
-    params = dict(task_column=0, activation="tanh", max_iter=3, random_state=0)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        serial = SharedObjectiveRegressor(**params).fit(X, y)
-        with joblib.parallel_config(backend="loky"), pytest.warns(UserWarning, match="No space"):
-            parallel = SharedObjectiveRegressor(n_jobs=2, **params).fit(X, y)
+    X, serial, parallel = _serial_and_process_fits(expect_warning="No space")
     assert_allclose(parallel.predict(X), serial.predict(X), rtol=1e-8)
     assert not list(tmp_path.iterdir())

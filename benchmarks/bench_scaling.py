@@ -35,7 +35,7 @@ shows how much the machine had to give at that moment.
 
 Run from the repository root::
 
-    python benchmarks/bench_scaling.py            # about 10 minutes on 2 cores
+    python benchmarks/bench_scaling.py            # about 16 minutes on 2 quiet cores (n_jobs: 14)
     python benchmarks/bench_scaling.py --quick    # under a minute
     python benchmarks/bench_scaling.py --only njobs --repeats 9
     python benchmarks/bench_scaling.py --render benchmarks/results/scaling.json  # tables only
@@ -114,7 +114,7 @@ QUICK_NJOBS = [(1000, 50, 20)]
 # (At 40, fits of 1,000 x 4,000 x 20 converged after 30 to 35 iterations, and
 # the line search then spent 33 to 62 evaluations at the floating-point
 # floor, a different number for each n_jobs.)
-# SharedObjectiveRegressor runs 5 rounds (3 until the third session): a fit
+# SharedObjectiveRegressor runs 5 rounds (3 before the fourth session): a fit
 # has one-off costs that n_jobs=2 adds (writing the design for the worker
 # processes, each worker's first mapping of it: about 0.23 s at 1,000 x
 # 2,000 x 20), a smaller share of a longer fit, as of a real one (default

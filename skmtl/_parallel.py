@@ -313,10 +313,10 @@ class TaskWorkers:
 
     When joblib runs the calls in local worker processes (``prefer=
     "processes"``, or a ``parallel_config`` asking for loky or
-    multiprocessing), the tasks are cut in one chunk per worker, the parent
-    computes the first chunk while the workers compute the others, and the
-    arguments named by :meth:`share` are written to memory-mapped files once
-    for the whole fit (:class:`_SharedData`).
+    multiprocessing), the tasks are cut in one chunk per worker (with loky
+    the parent computes the first chunk while the workers compute the
+    others), and the arguments named by :meth:`share` are written to
+    memory-mapped files once for the whole fit (:class:`_SharedData`).
 
     Parameters
     ----------
@@ -334,6 +334,7 @@ class TaskWorkers:
         self._shared = None
         # Set when the data could not be written for the worker processes.
         self._serial = False
+        self._overlap = False
 
     def __enter__(self):
         self._open = True
@@ -341,7 +342,13 @@ class TaskWorkers:
             # Which backend the calls will run on; no worker starts here.
             backend, _ = get_active_backend(prefer=self.prefer)
             if isinstance(backend, (LokyBackend, MultiprocessingBackend)):
-                self._shared = _SharedData(1 - 1 / effective_n_jobs(self.n_jobs))
+                # The parent computes a chunk while the workers compute the
+                # others where joblib can hand back results as they come
+                # (loky; not multiprocessing).
+                self._overlap = backend.supports_return_generator
+                n_workers = effective_n_jobs(self.n_jobs)
+                remote_fraction = 1 - 1 / n_workers if self._overlap else 1.0
+                self._shared = _SharedData(remote_fraction)
         return self
 
     def __exit__(self, *exc):
@@ -366,7 +373,7 @@ class TaskWorkers:
     def _start(self):
         self._parallel = Parallel(
             n_jobs=self.n_jobs, prefer=self.prefer,
-            return_as="list" if self._shared is None else "generator",
+            return_as="generator" if self._overlap else "list",
         ).__enter__()
 
     def map_tasks(self, func, n_tasks, args):
@@ -388,11 +395,16 @@ class TaskWorkers:
         # Worker processes. One chunk per worker: each further chunk costs a
         # round trip to a process (8 chunks on 2 processes: 54 ms per
         # evaluation of SharedObjectiveRegressor's objective at 1,000 tasks x
-        # 1,000 rows x 20 features, 2 chunks: 44 ms). The parent, which
-        # would otherwise wait, computes the first chunk on its own copy of
-        # the data, and needs no result polling (10 ms steps) for it.
+        # 1,000 rows x 20 features, 2 chunks: 44 ms). With loky the parent,
+        # which would otherwise wait, computes the first chunk on its own
+        # copy of the data, and needs no result polling (10 ms steps) for it.
         keep = self._shared.decide_keep()
-        chunks = _parent_first_chunks(n_tasks, effective_n_jobs(self.n_jobs), _PARENT_EXTRA[keep])
+        if self._overlap:
+            chunks = _parent_first_chunks(
+                n_tasks, effective_n_jobs(self.n_jobs), _PARENT_EXTRA[keep]
+            )
+        else:
+            chunks = task_chunks(n_tasks, self.n_jobs, per_worker=1)
         if len(chunks) <= 1:
             return [func(start, stop, *args) for start, stop in chunks], chunks
         try:
@@ -409,6 +421,8 @@ class TaskWorkers:
             )
             self._serial = True
             return [func(0, n_tasks, *args)], [(0, n_tasks)]
+        if not self._overlap:
+            return _joblib_map(func, chunks, remote, self._parallel), chunks
         parent_pid = os.getpid()
         with single_blas_thread():
             # Dispatched now, collected below.

@@ -276,8 +276,16 @@ def test_workers_keep_the_mapped_arrays_only_below_the_budget(keep, monkeypatch,
     shared.close()
 
 
-@pytest.mark.parametrize("keep", [True, False], ids=["kept", "mapped-per-call"])
-def test_objective_on_worker_processes_equals_the_serial_one(keep, monkeypatch, tmp_path):
+@pytest.mark.parametrize(
+    "backend, keep",
+    # multiprocessing cannot hand results back as they come: every chunk goes
+    # to a worker there, none to the parent.
+    [("loky", True), ("loky", False), ("multiprocessing", True)],
+    ids=["loky-kept", "loky-mapped-per-call", "multiprocessing-kept"],
+)
+def test_objective_on_worker_processes_equals_the_serial_one(
+    backend, keep, monkeypatch, tmp_path
+):
     from skmtl import _parallel
     from skmtl._losses import LOSSES
     from skmtl._shared_objective import _objective
@@ -289,7 +297,7 @@ def test_objective_on_worker_processes_equals_the_serial_one(keep, monkeypatch, 
     losses = tuple(LOSSES["huber" if t % 2 else "squared"] for t in range(data.n_tasks))
     weights = np.linspace(0.5, 1.5, data.n_tasks)
     args = (net, data, losses, 0.3, weights, 0.01)
-    with joblib.parallel_config(backend="loky"), TaskWorkers(2, "processes") as workers:
+    with joblib.parallel_config(backend=backend), TaskWorkers(2, "processes") as workers:
         workers.share(net.labels(data), net.design(data.X))
         for step in range(3):
             # Other parameters at every call, the same data.

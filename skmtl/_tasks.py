@@ -154,18 +154,6 @@ def _group_size(js, rows):
     return (rows.stop - rows.start) // len(js) if isinstance(rows, slice) else rows.shape[1]
 
 
-def _shift(rows, lo):
-    """``rows`` (from ``LongTasks._task_groups``) relative to row ``lo``."""
-    if isinstance(rows, slice):
-        return slice(rows.start - lo, rows.stop - lo)
-    return rows - lo
-
-
-def _put(out, rows, values):
-    """Write ``values`` of shape ``(len(js), size, ...)`` to the rows ``rows`` of ``out``."""
-    out[rows] = values.reshape(-1, *out.shape[1:]) if isinstance(rows, slice) else values
-
-
 def _block_rows(X):
     """Rows of ``X`` in ``_BLOCK_BYTES``."""
     return max(1, _BLOCK_BYTES // (X.itemsize * max(X.shape[1], 1)))

@@ -6,10 +6,13 @@ gradient blocks) goes through :func:`map_task_chunks`, so that
 (dask.distributed, ray) without code changes.
 """
 
+import concurrent.futures
 import copy
+import itertools
 import os
 import shutil
 import tempfile
+import threading
 import uuid
 import warnings
 
@@ -27,17 +30,18 @@ _CHUNKS_PER_WORKER = 4
 # Below this many floating-point operations a call runs serially even with
 # n_jobs > 1: dispatching to worker processes costs milliseconds, which is
 # more than such a call computes (a REML iteration on 40 tasks ran 60x slower
-# through a 2-process pool than serially), and joblib collects results on a
-# 10 ms grid. A Huber evaluation at 1,000 tasks x 1,000 rows x 20 features
-# (cost 1.3e8) takes 14 ms serially and 21 ms on two threads.
+# through a 2-process pool than serially), and two threads contend for the
+# GIL between numpy's steps. A Huber evaluation at 1,000 tasks x 1,000 rows x
+# 20 features (cost 1.3e8) takes 13 ms serially, 21 ms on two threads through
+# Parallel, and 15 to 18 ms on the parent and one pool thread (TaskWorkers).
 _MIN_PARALLEL_COST = 2e8
 
-# The same on worker processes (TaskWorkers sharing the data): a worker that
-# finishes after the parent is collected at the next 10 ms poll, which a
-# small call cannot absorb. SharedObjectiveRegressor's objective at 1,000
-# tasks x 20 features: 300 rows (cost 2.9e8) 20 ms per evaluation serially,
-# 22.5 ms on two processes; 500 rows (4.8e8) 35 against 20.5 ms.
-_MIN_PROCESS_COST = 4e8
+# The same on worker processes (TaskWorkers sharing the data). With results
+# collected through Parallel (10 ms steps) SharedObjectiveRegressor's
+# objective at 1,000 tasks x 300 rows x 20 features (cost 2.9e8) took 20 ms
+# per evaluation serially and 22.5 ms on two processes; on loky's executor
+# directly the fit ran 1.14x to 1.32x faster than serially (three fits).
+_MIN_PROCESS_COST = 2e8
 
 
 def _is_serial(n_jobs):
@@ -63,15 +67,16 @@ def task_chunks(n_tasks, n_jobs, per_worker=_CHUNKS_PER_WORKER):
     return list(zip(bounds[:-1].tolist(), bounds[1:].tolist()))
 
 
-# Extra share of the tasks the parent computes, relative to a worker's, when
-# the workers keep the data mapped and when they map it at every call. The
-# parent starts its chunk only after sending the others', and a worker that
-# finishes after the parent is collected at joblib's next 10 ms poll. Measured
-# on SharedObjectiveRegressor's objective at 1,000 tasks x 2,000 rows x 20
-# features (kept): 81, 74 and 72 ms per evaluation with 0, 0.08 and 0.16,
-# 135 ms serially; at 4,000 rows (mapped per call): 189 and 160 ms with 0
-# and 0.4, 290 ms serially.
-_PARENT_EXTRA = {True: 0.15, False: 0.4}
+# Extra share of the tasks the parent computes, relative to a worker's: with
+# pool threads, with worker processes that keep the data mapped, and with
+# worker processes that map it at every call (which they do first). A loky
+# worker starts its chunk about 1.3 ms after the parent. Measured with
+# SharedObjectiveRegressor (5 rounds) at 1,000 tasks x 2,000 rows x 20
+# features (kept): 0, 0.02 and 0.05 within the noise (fits 1.60x to 1.76x
+# faster than serially); at 4,000 rows (mapped per call), three fits each,
+# 0.2: 1.57x and 1.55x, 0.3: 1.63x and 1.38x, 0.4: 1.56x and 1.27x. With
+# threads (Huber evaluations) 0, 0.04 and 0.1 were within the noise.
+_PARENT_EXTRA = {"threads": 0.0, "kept": 0.02, "mapped": 0.2}
 
 
 def _parent_first_chunks(n_tasks, n_workers, extra):
@@ -213,8 +218,8 @@ class _SharedData:
     processes (loky, multiprocessing): of the shared arguments (:meth:`share`),
     arrays of at least ``_SHARE_MIN_BYTES`` and objects (such as
     :class:`~skmtl._tasks.LongTasks`) holding such arrays are saved to a
-    temporary folder on the first call that passes them, and sent as
-    :class:`_SharedObject` stand-ins from then on. The folder follows
+    temporary folder by a background thread, and sent as
+    :class:`_SharedObject` stand-ins once written. The folder follows
     joblib's choice for its own memory maps: ``JOBLIB_TEMP_FOLDER``, else
     ``/dev/shm`` (memory) when it has 2 GB free, else the system's temporary
     folder. It is removed when the fit ends.
@@ -233,14 +238,42 @@ class _SharedData:
         # is kept so that its id is not reused within the fit.
         self._stand_ins = {}
         self.keep = None
+        self._names = itertools.count()
+        self._writers = []
+        self._error = None
 
     def _path(self):
-        return os.path.join(self.folder, f"{len(os.listdir(self.folder))}.npy")
+        return os.path.join(self.folder, f"{next(self._names)}.npy")
 
     def share(self, values):
-        """Make ``values`` fixed arguments of the fit's calls."""
+        """Make ``values`` fixed arguments of the fit's calls and start writing them.
+
+        The files are written by a thread (the writes release the GIL) while
+        the fit goes on; calls made before they are written run in the
+        parent (:meth:`ready`). Writing 336 MB to ``/dev/shm`` took about
+        0.15 s on this machine, a tenth of a fit's time on two processes at
+        1,000 tasks x 2,000 rows x 20 features.
+        """
         for value in values:
             self._stand_ins[id(value)] = (value, None)
+        writer = threading.Thread(target=self._write, args=(values,), daemon=True)
+        self._writers.append(writer)
+        writer.start()
+
+    def _write(self, values):
+        try:
+            for value in values:
+                self._stand_ins[id(value)] = (value, self._make_stand_in(value))
+        except Exception as exc:  # raised to the fit by ready()
+            self._error = exc
+
+    def ready(self):
+        """Whether the shared arguments are written; raises what writing them raised."""
+        if any(writer.is_alive() for writer in self._writers):
+            return False
+        if self._error is not None:
+            raise self._error
+        return True
 
     def decide_keep(self):
         """Whether workers keep the arrays mapped (decided at the first parallel call)."""
@@ -253,15 +286,21 @@ class _SharedData:
         return self.keep
 
     def stand_in(self, value):
-        """``value``'s stand-in if it is one of the fixed arguments, else ``value``."""
+        """``value``'s stand-in if it is one of the fixed arguments, else ``value``.
+
+        Call once :meth:`ready` is true.
+        """
         hit = self._stand_ins.get(id(value))
         if hit is None or hit[0] is not value:
             return value
-        if hit[1] is not None:
-            return hit[1]
+        if isinstance(hit[1], _SharedObject):
+            # Decided at the first parallel call, after the backend is known.
+            hit[1].keep = self.decide_keep()
+        return hit[1]
+
+    def _make_stand_in(self, value):
         arrays = _large_arrays(value)
         if not arrays:
-            self._stand_ins[id(value)] = (value, value)
             return value
         kept = None
         if None not in arrays:
@@ -274,11 +313,15 @@ class _SharedData:
         for name, a in arrays.items():
             paths[name] = self._path()
             np.save(paths[name], a, allow_pickle=False)
-        shared = _SharedObject(self.folder, uuid.uuid4().hex, kept, paths, self.decide_keep())
-        self._stand_ins[id(value)] = (value, shared)
-        return shared
+        return _SharedObject(self.folder, uuid.uuid4().hex, kept, paths, keep=None)
+
+    def wait(self):
+        """Wait until the shared arguments are written."""
+        for writer in self._writers:
+            writer.join()
 
     def close(self):
+        self.wait()
         shutil.rmtree(self.folder, ignore_errors=True)
         self._stand_ins = {}
 
@@ -295,6 +338,64 @@ def _temp_root():
     return root
 
 
+class _Interrupted(Exception):
+    """Carries a ``KeyboardInterrupt`` (or other non-``Exception``) out of a pool.
+
+    multiprocessing's pools, also the threading backend's, catch only
+    ``Exception``: a ``KeyboardInterrupt`` raised in a chunk would end the
+    pool's thread and leave the parent waiting forever.
+    """
+
+
+def _run_pooled(func, start, stop, args, parent_pid):
+    try:
+        return _run_chunk(func, start, stop, args, parent_pid)
+    except Exception:
+        raise
+    except BaseException as exc:
+        raise _Interrupted(exc) from None
+
+
+class _Pending:
+    """A chunk handed to a joblib pool directly: a future (loky) or an AsyncResult."""
+
+    def __init__(self, handle):
+        self.handle = handle
+
+    def wait(self):
+        if isinstance(self.handle, concurrent.futures.Future):
+            concurrent.futures.wait([self.handle])
+        else:
+            self.handle.wait()
+
+    def get(self):
+        try:
+            if isinstance(self.handle, concurrent.futures.Future):
+                return self.handle.result()
+            return self.handle.get()
+        except _Interrupted as exc:
+            raise exc.args[0] from None
+
+
+def _direct_submit(backend):
+    """``submit(func, *args) -> _Pending`` on the pool of a local joblib backend, or None.
+
+    loky's executor (``_workers``) and the pools of the threading and
+    multiprocessing backends (``_get_pool()``), as opened by
+    :class:`~joblib.Parallel` with joblib's settings; None for any other
+    backend (dask, ray), which keeps going through ``Parallel``.
+    """
+    executor = getattr(backend, "_workers", None)
+    if callable(getattr(executor, "submit", None)):
+        return lambda func, *args: _Pending(executor.submit(func, *args))
+    get_pool = getattr(backend, "_get_pool", None)
+    if callable(get_pool):
+        pool = get_pool()
+        if callable(getattr(pool, "apply_async", None)):
+            return lambda func, *args: _Pending(pool.apply_async(func, args))
+    return None
+
+
 class TaskWorkers:
     """One joblib ``Parallel`` kept open for the many calls of one fit.
 
@@ -302,8 +403,7 @@ class TaskWorkers:
     evaluation of its objective, hundreds of times per fit. Keeping one
     :class:`sklearn.utils.parallel.Parallel` open for the whole fit reuses
     its workers instead of starting them for every call (whatever backend
-    ``joblib.parallel_config`` selects). Each call still costs joblib's
-    result polling (10 ms in joblib 1.6), so calls cheaper than
+    ``joblib.parallel_config`` selects). Calls cheaper than
     ``_MIN_PARALLEL_COST`` (on processes ``_MIN_PROCESS_COST``) run serially.
     Use as a context manager around the solver and pass it as ``n_jobs`` to
     :func:`map_task_chunks`.
@@ -311,12 +411,21 @@ class TaskWorkers:
     The ``Parallel`` starts at the first call that runs in parallel, so a fit
     whose calls are all cheap starts no workers.
 
-    When joblib runs the calls in local worker processes (``prefer=
-    "processes"``, or a ``parallel_config`` asking for loky or
-    multiprocessing), the tasks are cut in one chunk per worker (with loky
-    the parent computes the first chunk while the workers compute the
-    others), and the arguments named by :meth:`share` are written to
-    memory-mapped files once for the whole fit (:class:`_SharedData`).
+    On joblib's local backends (threading, loky, multiprocessing) the tasks
+    are cut in one chunk per worker, the parent computes the first chunk, and
+    the others go straight to the pool that ``Parallel`` opened: ``Parallel``
+    itself collects results on a 10 ms grid (joblib 1.6 sleeps 10 ms while
+    the next result is pending), a large part of a call of 10 to 100 ms, and
+    takes 3 to 6 ms to hand a call to a loky worker, against about 1.3 ms
+    for loky's executor. One Huber evaluation at 1,000 tasks x 2,000 rows x
+    20 features took 25 ms serially, 34 ms on two threads through
+    ``Parallel`` and 17 ms on the parent and one pool thread. Other backends
+    (dask, ray) get a few chunks per worker through ``Parallel``.
+
+    On local worker processes (``prefer="processes"``, or a
+    ``parallel_config`` asking for loky or multiprocessing), the arguments
+    named by :meth:`share` are also written to memory-mapped files once for
+    the whole fit (:class:`_SharedData`).
 
     Parameters
     ----------
@@ -334,7 +443,8 @@ class TaskWorkers:
         self._shared = None
         # Set when the data could not be written for the worker processes.
         self._serial = False
-        self._overlap = False
+        # The pool of a local backend, which the calls go to directly.
+        self._submit = None
 
     def __enter__(self):
         self._open = True
@@ -342,13 +452,8 @@ class TaskWorkers:
             # Which backend the calls will run on; no worker starts here.
             backend, _ = get_active_backend(prefer=self.prefer)
             if isinstance(backend, (LokyBackend, MultiprocessingBackend)):
-                # The parent computes a chunk while the workers compute the
-                # others where joblib can hand back results as they come
-                # (loky; not multiprocessing).
-                self._overlap = backend.supports_return_generator
                 n_workers = effective_n_jobs(self.n_jobs)
-                remote_fraction = 1 - 1 / n_workers if self._overlap else 1.0
-                self._shared = _SharedData(remote_fraction)
+                self._shared = _SharedData(remote_fraction=1 - 1 / n_workers)
         return self
 
     def __exit__(self, *exc):
@@ -356,6 +461,7 @@ class TaskWorkers:
         if self._parallel is not None:
             self._parallel.__exit__(*exc)
         self._parallel = None
+        self._submit = None
         if self._shared is not None:
             self._shared.close()
         self._shared = None
@@ -371,10 +477,11 @@ class TaskWorkers:
             self._shared.share(values)
 
     def _start(self):
-        self._parallel = Parallel(
-            n_jobs=self.n_jobs, prefer=self.prefer,
-            return_as="generator" if self._overlap else "list",
-        ).__enter__()
+        self._parallel = Parallel(n_jobs=self.n_jobs, prefer=self.prefer).__enter__()
+        self._submit = _direct_submit(self._parallel._backend)
+        if self._submit is None and self._shared is not None:
+            # Every chunk goes to a worker.
+            self._shared.remote_fraction = 1.0
 
     def map_tasks(self, func, n_tasks, args):
         """``func(start, stop, *args)`` on task chunks: results and chunks, in task order."""
@@ -387,56 +494,53 @@ class TaskWorkers:
             return [func(0, n_tasks, *args)], [(0, n_tasks)]
         if self._parallel is None:
             self._start()
-        if self._shared is None:
+        remote, extra = args, _PARENT_EXTRA["threads"]
+        if self._shared is not None:
+            # Worker processes. One chunk per worker: each further chunk
+            # costs a round trip to a process (8 chunks on 2 processes: 54 ms
+            # per evaluation of SharedObjectiveRegressor's objective at 1,000
+            # tasks x 1,000 rows x 20 features, 2 chunks: 44 ms).
+            try:
+                if not self._shared.ready():
+                    # The data is still being written for the workers.
+                    return [func(0, n_tasks, *args)], [(0, n_tasks)]
+            except OSError as exc:
+                # No room for the data (a full temporary folder): the fit goes
+                # on in this process rather than failing.
+                warnings.warn(
+                    f"Could not write the fit's data for the worker processes to "
+                    f"{self._shared.folder!r} ({exc}); the rest of this fit runs in "
+                    "one process. Set JOBLIB_TEMP_FOLDER to a folder with room for "
+                    "a copy of the data to use n_jobs here.",
+                    UserWarning,
+                )
+                self._serial = True
+                return [func(0, n_tasks, *args)], [(0, n_tasks)]
+            remote = tuple(self._shared.stand_in(a) for a in args)
+            extra = _PARENT_EXTRA["kept" if self._shared.decide_keep() else "mapped"]
+            if self._submit is None:
+                chunks = task_chunks(n_tasks, self.n_jobs, per_worker=1)
+                return _joblib_map(func, chunks, remote, self._parallel), chunks
+        if self._submit is None:
             chunks = task_chunks(n_tasks, self.n_jobs)
             if len(chunks) <= 1:
                 return [func(start, stop, *args) for start, stop in chunks], chunks
             return _joblib_map(func, chunks, args, self._parallel), chunks
-        # Worker processes. One chunk per worker: each further chunk costs a
-        # round trip to a process (8 chunks on 2 processes: 54 ms per
-        # evaluation of SharedObjectiveRegressor's objective at 1,000 tasks x
-        # 1,000 rows x 20 features, 2 chunks: 44 ms). With loky the parent,
-        # which would otherwise wait, computes the first chunk on its own
-        # copy of the data, and needs no result polling (10 ms steps) for it.
-        keep = self._shared.decide_keep()
-        if self._overlap:
-            chunks = _parent_first_chunks(
-                n_tasks, effective_n_jobs(self.n_jobs), _PARENT_EXTRA[keep]
-            )
-        else:
-            chunks = task_chunks(n_tasks, self.n_jobs, per_worker=1)
-        if len(chunks) <= 1:
-            return [func(start, stop, *args) for start, stop in chunks], chunks
-        try:
-            remote = tuple(self._shared.stand_in(a) for a in args)
-        except OSError as exc:
-            # No room for the data (a full temporary folder): the fit goes on
-            # in this process rather than failing.
-            warnings.warn(
-                f"Could not write the fit's data for the worker processes to "
-                f"{self._shared.folder!r} ({exc}); the rest of this fit runs in "
-                "one process. Set JOBLIB_TEMP_FOLDER to a folder with room for "
-                "a copy of the data to use n_jobs here.",
-                UserWarning,
-            )
-            self._serial = True
-            return [func(0, n_tasks, *args)], [(0, n_tasks)]
-        if not self._overlap:
-            return _joblib_map(func, chunks, remote, self._parallel), chunks
+        chunks = _parent_first_chunks(n_tasks, effective_n_jobs(self.n_jobs), extra)
         parent_pid = os.getpid()
         with single_blas_thread():
-            # Dispatched now, collected below.
-            outputs = self._parallel(
-                delayed(_run_chunk)(func, start, stop, remote, parent_pid)
+            pending = [
+                self._submit(_run_pooled, func, start, stop, remote, parent_pid)
                 for start, stop in chunks[1:]
-            )
+            ]
             try:
                 first = func(*chunks[0], *args)
             finally:
                 # Also when the parent's chunk failed: no worker is left
                 # running into the next call.
-                rest = list(outputs)
-        return [first, *rest], chunks
+                for p in pending:
+                    p.wait()
+        return [first, *(p.get() for p in pending)], chunks
 
 
 def _joblib_map(func, chunks, args, parallel):

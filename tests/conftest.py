@@ -234,6 +234,18 @@ def _parallel_even_when_small(monkeypatch):
 
     monkeypatch.setattr(skmtl._parallel, "_MIN_PARALLEL_COST", 0.0)
     monkeypatch.setattr(skmtl._parallel, "_MIN_PROCESS_COST", 0.0)
+    # Outside the tests, calls made while the data is still being written for
+    # the worker processes run in the parent; here every call waits for the
+    # files, so that the process path is taken from the first call on
+    # (test_calls_run_in_the_parent_until_the_data_is_written checks the other).
+    ready = skmtl._parallel._SharedData.ready
+
+    def ready_after_writing(self):
+        self.wait()
+        return ready(self)
+
+    ready_after_writing.__wrapped__ = ready
+    monkeypatch.setattr(skmtl._parallel._SharedData, "ready", ready_after_writing)
 
 
 # ------------------------------------------------------------ dask cluster

@@ -126,7 +126,7 @@ def test_cheap_calls_run_serially(monkeypatch):
 
 
 def test_cheap_calls_on_worker_processes_run_serially(monkeypatch):
-    # A higher floor on processes: a late worker costs a 10 ms poll.
+    # A floor of its own on processes.
     monkeypatch.setattr(skmtl._parallel, "_MIN_PARALLEL_COST", 1e6)
     monkeypatch.setattr(skmtl._parallel, "_MIN_PROCESS_COST", 1e8)
     calls = []
@@ -227,6 +227,7 @@ def test_stand_ins_replace_the_fixed_arrays_and_rebuild_them(monkeypatch, tmp_pa
     XT, other = net.design(data.X), np.arange(5.0)
     shared = _parallel._SharedData(remote_fraction=0.5)
     shared.share((data, XT))
+    shared.wait()
     data_in, XT_in = shared.stand_in(data), shared.stand_in(XT)
     # Not a fixed argument: passed as it is.
     assert shared.stand_in(other) is other
@@ -267,6 +268,7 @@ def test_workers_keep_the_mapped_arrays_only_below_the_budget(keep, monkeypatch,
     monkeypatch.setattr(_parallel, "_KEEP_MAPPED_BYTES", 300_000 if keep else 100_000)
     shared = _parallel._SharedData(remote_fraction=0.5)
     shared.share((a,))
+    shared.wait()
     stand_in = shared.stand_in(a)
     assert shared.keep is keep
     # parent_pid=-1: _run_chunk takes the worker process's path, here.
@@ -278,8 +280,6 @@ def test_workers_keep_the_mapped_arrays_only_below_the_budget(keep, monkeypatch,
 
 @pytest.mark.parametrize(
     "backend, keep",
-    # multiprocessing cannot hand results back as they come: every chunk goes
-    # to a worker there, none to the parent.
     [("loky", True), ("loky", False), ("multiprocessing", True)],
     ids=["loky-kept", "loky-mapped-per-call", "multiprocessing-kept"],
 )
@@ -299,6 +299,7 @@ def test_objective_on_worker_processes_equals_the_serial_one(
     args = (net, data, losses, 0.3, weights, 0.01)
     with joblib.parallel_config(backend=backend), TaskWorkers(2, "processes") as workers:
         workers.share(net.labels(data), net.design(data.X))
+        workers._shared.wait()
         for step in range(3):
             # Other parameters at every call, the same data.
             point = theta + 0.1 * step
@@ -308,6 +309,47 @@ def test_objective_on_worker_processes_equals_the_serial_one(
             assert len(list(tmp_path.glob("skmtl-*/*.npy"))) >= 2
             for e, g in zip(expected, got):
                 assert_allclose(g, e, rtol=1e-13, atol=1e-15)
+    assert not list(tmp_path.iterdir())
+
+
+def test_calls_run_in_the_parent_until_the_data_is_written(monkeypatch, tmp_path):
+    # The files are written by a thread while the fit goes on: a call made
+    # before they are there runs in the parent, the next ones on workers.
+    import threading
+
+    from skmtl import _parallel
+    from skmtl._shared_param import _gram_chunk
+    from skmtl._tasks import make_long_tasks
+
+    monkeypatch.setenv("JOBLIB_TEMP_FOLDER", str(tmp_path))
+    monkeypatch.setattr(_parallel, "_SHARE_MIN_BYTES", 0)
+    # The real ``ready``, not the tests' waiting one (conftest).
+    monkeypatch.setattr(_parallel._SharedData, "ready", _parallel._SharedData.ready.__wrapped__)
+    release, save = threading.Event(), np.save
+
+    def held_save(*args, **kwargs):
+        release.wait()
+        save(*args, **kwargs)
+
+    monkeypatch.setattr(_parallel.np, "save", held_save)
+    rng = np.random.RandomState(0)
+    data, _ = make_long_tasks(rng.normal(size=(60, 2)), np.repeat(np.arange(6), 10),
+                              rng.normal(size=60), None)
+    expected = data.gram(0, 6, True)
+    with joblib.parallel_config(backend="loky"), TaskWorkers(2, "processes") as workers:
+        workers.share(data)
+        try:
+            results, chunks = map_task_chunks(_gram_chunk, 6, data, True, n_jobs=workers)
+        finally:
+            # Else leaving the block would wait for the writer forever.
+            release.set()
+        # One plain call, and no stand-in sent anywhere yet.
+        assert chunks == [(0, 6)] and workers._shared.keep is None
+        workers._shared.wait()
+        results, chunks = map_task_chunks(_gram_chunk, 6, data, True, n_jobs=workers)
+        assert len(chunks) == 2 and workers._shared.keep is not None
+    for got, want in zip((np.concatenate(r) for r in zip(*results)), expected):
+        assert_allclose(got, want, rtol=1e-13)
     assert not list(tmp_path.iterdir())
 
 

@@ -1187,9 +1187,9 @@ class SharedObjectiveRegressor(MultiTaskRegressorBase):
         # One set of workers for every evaluation of the objective. In the
         # long layout each chunk runs the whole network on its rows: on two
         # worker processes, with the data mapped once per fit, a fit at
-        # 1,000 tasks x 1,000 rows x 20 features ran 1.56x faster than
-        # serially, on two threads (which hold the GIL in numpy's smaller
-        # steps) 1.09x (benchmarks/README.md, runs N5 and N3).
+        # 1,000 tasks x 1,000 rows x 20 features ran 1.61x to 1.62x faster
+        # than serially, on two threads (which hold the GIL in numpy's
+        # smaller steps) 1.09x (benchmarks/README.md, runs N6, N7 and N3).
         prefer = "processes" if data.layout == "long" else "threads"
         with single_blas_thread(), TaskWorkers(self.n_jobs, prefer) as workers:
             # With worker processes these are written once to files they map.

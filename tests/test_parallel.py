@@ -150,6 +150,31 @@ def test_cheap_calls_on_worker_processes_run_serially(monkeypatch):
 # ---------------------------------------------------------------- TaskWorkers
 
 
+def test_subclasses_of_joblib_backends_go_through_parallel(monkeypatch):
+    # ray's joblib backend is a MultiprocessingBackend whose pool runs on a
+    # cluster: no files written for it, no chunk handed to its pool directly.
+    from joblib._parallel_backends import MultiprocessingBackend
+
+    from skmtl import _parallel
+
+    class ClusterBackend(MultiprocessingBackend):
+        pass
+
+    joblib.register_parallel_backend("cluster-like", ClusterBackend)
+    handed = []
+    monkeypatch.setattr(_parallel, "_run_pooled", lambda *args: handed.append(args))
+    with joblib.parallel_config(backend="cluster-like"), TaskWorkers(2) as workers:
+        assert not workers.processes
+        results, chunks = map_task_chunks(range, 10, n_jobs=workers)
+        assert workers._parallel is not None and workers._submit is None
+    assert not handed
+    assert len(chunks) > 2 and [t for r in results for t in r] == list(range(10))
+    with joblib.parallel_config(backend="threading"), TaskWorkers(2) as workers:
+        results, chunks = map_task_chunks(range, 10, n_jobs=workers)
+        # joblib's own threading backend: the parent and one pool thread.
+        assert workers._submit is not None and len(chunks) == 2 and len(handed) == 1
+
+
 def test_task_workers_cover_every_task_once_in_order_on_every_call():
     # One Parallel kept open for many calls (the loky case is in
     # test_n_jobs_does_not_change_the_fit).

@@ -144,10 +144,11 @@ def parse_args(argv=None):
                              "the n_jobs part takes twice as many (default 7, 3 with --quick)")
     parser.add_argument("--only", choices=["rows", "tasks", "njobs"], action="append",
                         help="run only these parts (repeatable)")
-    parser.add_argument("--output", type=Path,
-                        default=REPO / "benchmarks" / "results" / "scaling.json",
+    parser.add_argument("--output", type=Path, default=None,
                         help="results JSON path; the chart goes next to it as .png "
-                             "(default: benchmarks/results/scaling.json)")
+                             "(default: benchmarks/results/scaling.json, or "
+                             "scaling_njobs.json with --only njobs alone, so that an "
+                             "n_jobs run does not replace the rows and tasks run)")
     parser.add_argument("--render", type=Path, default=None,
                         help="recompute slopes, tables and chart from this JSON, no fits")
     parser.add_argument("--njobs-shape", type=_shape, action="append", default=None,
@@ -160,6 +161,9 @@ def parse_args(argv=None):
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
     args.only = args.only or ["rows", "tasks", "njobs"]
+    if args.output is None:
+        name = "scaling_njobs.json" if set(args.only) == {"njobs"} else "scaling.json"
+        args.output = REPO / "benchmarks" / "results" / name
     return args
 
 

@@ -234,8 +234,8 @@ class _SharedData:
     def __init__(self, remote_fraction):
         self.folder = tempfile.mkdtemp(prefix="skmtl-", dir=_temp_root())
         self.remote_fraction = remote_fraction
-        # id -> (argument, stand-in or None until first passed); the argument
-        # is kept so that its id is not reused within the fit.
+        # id -> (argument, stand-in or None until written); the argument is
+        # kept so that its id is not reused within the fit.
         self._stand_ins = {}
         self.keep = None
         self._names = itertools.count()
@@ -429,7 +429,8 @@ class TaskWorkers:
     takes 3 to 6 ms to hand a call to a loky worker, against about 1.3 ms
     for loky's executor. One Huber evaluation at 1,000 tasks x 2,000 rows x
     20 features took 25 ms serially, 34 ms on two threads through
-    ``Parallel`` and 17 ms on the parent and one pool thread. Other backends
+    ``Parallel`` and 17 to 25 ms (from run to run) on the parent and one
+    pool thread. Other backends
     (dask, ray) get a few chunks per worker through ``Parallel``.
 
     On local worker processes (``prefer="processes"``, or a
@@ -501,7 +502,7 @@ class TaskWorkers:
             parallel = Parallel(n_jobs=self.n_jobs, prefer=self.prefer)
             return _joblib_map(func, chunks, args, parallel), chunks
         if self._serial:
-            return [func(0, n_tasks, *args)], [(0, n_tasks)]
+            return _in_parent(func, n_tasks, args)
         if self._parallel is None:
             self._start()
         remote, extra = args, _PARENT_EXTRA["threads"]
@@ -513,7 +514,7 @@ class TaskWorkers:
             try:
                 if not self._shared.ready():
                     # The data is still being written for the workers.
-                    return [func(0, n_tasks, *args)], [(0, n_tasks)]
+                    return _in_parent(func, n_tasks, args)
             except OSError as exc:
                 # No room for the data (a full temporary folder): the fit goes
                 # on in this process rather than failing.
@@ -525,7 +526,7 @@ class TaskWorkers:
                     UserWarning,
                 )
                 self._serial = True
-                return [func(0, n_tasks, *args)], [(0, n_tasks)]
+                return _in_parent(func, n_tasks, args)
             remote = tuple(self._shared.stand_in(a) for a in args)
             extra = _PARENT_EXTRA["kept" if self._shared.decide_keep() else "mapped"]
             if self._submit is None:
@@ -551,6 +552,11 @@ class TaskWorkers:
                 for p in pending:
                     p.wait()
         return [first, *(p.get() for p in pending)], chunks
+
+
+def _in_parent(func, n_tasks, args):
+    """One plain call over every task, in the calling process: results and chunks."""
+    return [func(0, n_tasks, *args)], [(0, n_tasks)]
 
 
 def _joblib_map(func, chunks, args, parallel):

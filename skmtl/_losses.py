@@ -34,4 +34,20 @@ def huber_loss(r, epsilon):
     return value, deriv
 
 
+def squared_curvature(r, epsilon=None):
+    """Second derivative of ``r**2 / 2``: ones."""
+    return np.ones_like(r)
+
+
+def huber_curvature(r, epsilon):
+    """Second derivative of Huber's loss: 1 where ``|r| <= epsilon``, else 0.
+
+    The loss has no second derivative at ``|r| = epsilon``; 1 there is one
+    element of its generalized Hessian, which is what a semi-smooth Newton
+    method needs.
+    """
+    return (np.abs(r) <= epsilon).astype(r.dtype)
+
+
 LOSSES = {"squared": squared_loss, "huber": huber_loss}
+CURVATURES = {"squared": squared_curvature, "huber": huber_curvature}

@@ -9,7 +9,7 @@ from scipy.optimize import minimize
 from sklearn.exceptions import ConvergenceWarning
 
 from ._base import Interval, MultiTaskRegressorBase, StrOptions
-from ._losses import LOSSES
+from ._losses import CURVATURES, LOSSES
 from ._parallel import TaskWorkers, map_task_chunks, single_blas_thread
 from ._reml import REMLProblem
 
@@ -175,6 +175,177 @@ def _solve_lbfgs(
     return th, th + res.x[p:].reshape(n_tasks, p), int(max(res.nit, 1)), grad_norm
 
 
+def _newton_chunk(start, stop, data, theta, U, lam, loss, epsilon, fit_intercept):
+    """One Newton pass over tasks ``[start, stop)``: loss, gradient, eliminated blocks.
+
+    With ``H_t`` task ``t``'s Hessian of the loss sum, ``M_t = H_t + lam I``
+    and ``grad_u_t`` the gradient in ``u_t`` of the objective times ``S``,
+    returns the loss sum, the gradients ``g_t`` of the loss sum in
+    ``beta_t``, ``a_t = M_t^-1 grad_u_t`` and ``B_t = M_t^-1 H_t`` (one
+    stacked LU solve per task, as in :func:`_eliminate_tasks`).
+    """
+    d = data.n_features
+    u = U[start:stop]
+    beta = theta + u
+    value, grad_coef, grad_intercept, H = data.linear_loss_grad_hess(
+        start, stop, beta[:, :d], beta[:, d] if fit_intercept else None,
+        LOSSES[loss], CURVATURES[loss], epsilon,
+    )
+    grad = np.hstack([grad_coef, grad_intercept[:, None]]) if fit_intercept else grad_coef
+    rhs = np.concatenate([H, (grad + lam * u)[..., None]], axis=2)
+    diag = np.arange(H.shape[1])
+    H[:, diag, diag] += lam
+    sol = np.linalg.solve(H, rhs)
+    return value, grad, sol[..., -1], sol[..., :-1]
+
+
+def _newton_shared_step(A, rhs):
+    """Shared part of the Newton step, or None when it has no finite solution.
+
+    ``A`` is singular when some direction of the shared part has no
+    curvature. If the gradient has no component there either (features
+    collinear across every task, as in :func:`_solve_shared`), the
+    least-squares solution is a Newton step; if it does (every residual in
+    Huber's linear region along that direction, e.g. ``alpha_shared=0`` and
+    a tiny ``epsilon``), no Newton step exists.
+    """
+    step = _solve_shared(A, rhs)
+    scale = np.abs(rhs).max() + np.abs(A).max() * np.abs(step).max()
+    if np.abs(A @ step - rhs).max() > 1e-8 * scale:
+        return None
+    return step
+
+
+def _solve_newton(
+    data, alpha_shared, alpha_task, loss, epsilon, fit_intercept, max_iter, tol,
+    n_jobs, verbose, theta0, beta,
+):
+    """Semi-smooth Newton's method on the joint objective in ``(theta_0, u_1, ..., u_T)``.
+
+    Huber's loss has a second derivative everywhere but at ``|r| =
+    epsilon``, so Newton's method with its generalized Hessian converges
+    locally in a few steps (the Hessian is exact once the set of residuals
+    in the quadratic region stops changing). The Hessian of the objective
+    times ``S`` has ``H_t + lam I`` on task block ``t``, ``H_t`` beside it,
+    and ``sum_t H_t + P`` on the shared block: eliminating the task blocks,
+    as :func:`_solve_cholesky` does, leaves one ``p x p`` system, ``(P + lam
+    sum_t B_t) d_theta = -grad_theta + sum_t B_t grad_u_t``, and then
+    ``d_u_t = -a_t - B_t d_theta``. One step costs one pass over the rows
+    (loss, gradient and the Hessians ``H_t``) and ``n_tasks`` small solves.
+
+    The step length comes from a backtracking line search on the Armijo
+    condition. As in scikit-learn's Newton solver for GLMs, a line search
+    that fails, or a step that does not exist, hands the fit over to L-BFGS
+    (:func:`_solve_lbfgs`) from the current point, for the iterations left.
+
+    Stops when the largest absolute entry of the gradient is below ``tol``.
+    Returns ``theta0, beta, n_iter, grad_norm``.
+    """
+    n_tasks, p = beta.shape
+    d = data.n_features
+    S = data.S
+    lam = alpha_task * S
+    pen = np.zeros(p)
+    pen[:d] = alpha_shared * S
+    theta, U = theta0, beta - theta0
+
+    def penalty(theta, U):
+        return 0.5 * pen @ (theta * theta) + 0.5 * lam * np.sum(U * U)
+
+    def full_pass(theta, U):
+        # Everything for a Newton step at (theta, U), times S.
+        results, _ = map_task_chunks(
+            _newton_chunk, n_tasks, data, theta, U, lam, loss, epsilon, fit_intercept,
+            n_jobs=n_jobs, cost=data.n_observed * p * p + 2 * n_tasks * p**3,
+        )
+        value = sum(r[0] for r in results) + penalty(theta, U)
+        grad = np.concatenate([r[1] for r in results])
+        a = np.concatenate([r[2] for r in results])
+        B = np.concatenate([r[3] for r in results])
+        return value, grad.sum(axis=0) + pen * theta, grad + lam * U, a, B
+
+    def trial(theta, U):
+        # Objective and gradient only, for a shortened step.
+        results, _ = map_task_chunks(
+            _task_loss_grad, n_tasks, data, theta + U, loss, epsilon, fit_intercept,
+            n_jobs=n_jobs, cost=6 * data.n_observed * p,
+        )
+        grad = np.concatenate([r[1] for r in results])
+        value = sum(r[0] for r in results) + penalty(theta, U)
+        return value, grad.sum(axis=0) + pen * theta, grad + lam * U
+
+    def sup_norm(grad_theta, grad_U):
+        return max(np.abs(grad_theta).max(initial=0.0), np.abs(grad_U).max(initial=0.0)) / S
+
+    value, grad_theta, grad_U, a, B = full_pass(theta, U)
+    grad_norm = sup_norm(grad_theta, grad_U)
+    n_iter, fallback = 0, None
+    diag = np.arange(p)
+    while grad_norm > tol and n_iter < max_iter:
+        A = lam * B.sum(axis=0)
+        A = 0.5 * (A + A.T)
+        A[diag, diag] += pen
+        d_theta = _newton_shared_step(A, -grad_theta + np.einsum("tij,tj->i", B, grad_U))
+        if d_theta is None:
+            fallback = "the Hessian of the shared part is singular along the gradient"
+            break
+        d_U = -a - B @ d_theta
+        slope = grad_theta @ d_theta + np.sum(grad_U * d_U)
+        if not slope < 0:
+            fallback = "the Newton direction is not a descent direction"
+            break
+        # The full step is tried with the whole pass: it is taken nearly always.
+        step = 1.0
+        new = full_pass(theta + d_theta, U + d_U)
+        for _ in range(_MAX_HALVINGS):
+            if _sufficient_decrease(value, new[0], step * slope, grad_norm, sup_norm(*new[1:3])):
+                break
+            step *= 0.5
+            new = trial(theta + step * d_theta, U + step * d_U)
+        else:
+            fallback = f"the line search found no decrease in {_MAX_HALVINGS} halvings"
+            break
+        theta, U = theta + step * d_theta, U + step * d_U
+        if len(new) == 3:
+            new = full_pass(theta, U)
+        value, grad_theta, grad_U, a, B = new
+        grad_norm = sup_norm(grad_theta, grad_U)
+        n_iter += 1
+        if verbose:
+            print(
+                f"[SharedParamRegressor] Newton iteration {n_iter}: objective "
+                f"{value / S:.10g}, largest gradient entry {grad_norm:.3g}, step {step:g}"
+            )
+    if fallback is None or n_iter >= max_iter:
+        return theta, theta + U, max(n_iter, 1), grad_norm
+    if verbose:
+        print(f"[SharedParamRegressor] {fallback}: L-BFGS goes on from here.")
+    theta, beta, lbfgs_iter, grad_norm = _solve_lbfgs(
+        data, alpha_shared, alpha_task, loss, epsilon, fit_intercept, max_iter - n_iter,
+        tol, n_jobs, verbose, theta, theta + U,
+    )
+    return theta, beta, n_iter + lbfgs_iter, grad_norm
+
+
+# Halvings of the Newton step before the line search gives up (2^-20 ~ 1e-6),
+# as in scikit-learn's Newton solver for GLMs.
+_MAX_HALVINGS = 21
+
+
+def _sufficient_decrease(old, new, decrease, old_grad_norm, new_grad_norm):
+    """Armijo's condition, or a smaller gradient when values tie to rounding.
+
+    Near the optimum the objective changes in its last bits, where Armijo's
+    test compares rounding errors; a step that keeps the objective within
+    them and lowers the gradient is then taken (scikit-learn's Newton solver
+    for GLMs does the same).
+    """
+    if new - old <= 1e-4 * decrease:
+        return True
+    tiny = 16 * np.finfo(float).eps * abs(old)
+    return abs(new - old) <= tiny and new_grad_norm < old_grad_norm
+
+
 class SharedParamRegressor(MultiTaskRegressorBase):
     """Multi-task linear regression with soft parameter sharing.
 
@@ -197,8 +368,8 @@ class SharedParamRegressor(MultiTaskRegressorBase):
 
     With the squared loss the problem is a linear system and is solved
     exactly: each task's block is eliminated with one small factorization,
-    then one system gives the shared part. The Huber loss is minimized with
-    L-BFGS.
+    then one system gives the shared part. The Huber loss is minimized by
+    Newton's method on the same block structure (or L-BFGS).
 
     Parameters
     ----------
@@ -237,16 +408,23 @@ class SharedParamRegressor(MultiTaskRegressorBase):
         predicted by the shared model (``shared_coef_``,
         ``shared_intercept_``) with a ``UserWarning`` (``'warn'``) or silently
         (``'shared'``), or refused with a ``ValueError`` (``'error'``).
-    solver : {'auto', 'cholesky', 'lbfgs'}, default='auto'
+    solver : {'auto', 'cholesky', 'newton', 'lbfgs'}, default='auto'
         ``'cholesky'``: exact block elimination (squared loss only).
-        ``'lbfgs'``: L-BFGS on the joint objective. ``'auto'``: ``'cholesky'``
-        for the squared loss, ``'lbfgs'`` for Huber.
+        ``'newton'``: semi-smooth Newton's method from the squared-loss
+        solution, each step one pass over the rows and the block elimination
+        of ``'cholesky'`` with each task's Hessian, the step length from a
+        backtracking line search; should the line search fail (or the
+        Hessian be singular along the gradient: every residual in Huber's
+        linear region along some direction), L-BFGS goes on from there, as in
+        scikit-learn's Newton solver for GLMs. ``'lbfgs'``: L-BFGS on the
+        joint objective. ``'auto'``: ``'cholesky'`` for the squared loss,
+        ``'newton'`` for Huber.
     max_iter : int, default=1000
-        Maximum number of L-BFGS iterations (Newton iterations with
-        ``alpha_task='auto'``).
+        Maximum number of iterations of ``'newton'`` and ``'lbfgs'`` (Newton
+        iterations of REML with ``alpha_task='auto'``).
     tol : float, default=1e-4
-        L-BFGS stops when the largest absolute entry of the gradient of the
-        objective is below ``tol``. With ``alpha_task='auto'``: when the
+        ``'newton'`` and ``'lbfgs'`` stop when the largest absolute entry of
+        the gradient of the objective is below ``tol``. With ``alpha_task='auto'``: when the
         largest absolute entry of the gradient of the REML deviance in the
         Cholesky factor of :math:`\\Sigma / \\sigma^2`, and the most negative
         eigenvalue of its gradient in :math:`\\Sigma / \\sigma^2` (a variance
@@ -257,7 +435,7 @@ class SharedParamRegressor(MultiTaskRegressorBase):
         1 (a plain loop) even inside a :func:`joblib.parallel_config` context.
         ``-1`` means all processors.
     verbose : int, default=0
-        Print the objective at every L-BFGS (or REML Newton) iteration when
+        Print the objective at every iteration of the iterative solvers when
         positive.
 
     Attributes
@@ -289,8 +467,9 @@ class SharedParamRegressor(MultiTaskRegressorBase):
         Only with ``alpha_task='auto'``: the maximized REML log-likelihood, in
         the convention of statsmodels' ``MixedLM`` and lme4.
     n_iter_ : int
-        L-BFGS iterations (REML Newton iterations with ``alpha_task='auto'``);
-        1 for the direct solve.
+        Iterations of ``'newton'`` (with those of L-BFGS after a hand-over)
+        or ``'lbfgs'``, REML Newton iterations with ``alpha_task='auto'``; 1
+        for the direct solve.
     n_features_in_ : int
         Number of columns of ``X`` seen in fit, task column included.
     feature_names_in_ : ndarray of shape (`n_features_in_`,)
@@ -343,7 +522,7 @@ class SharedParamRegressor(MultiTaskRegressorBase):
         "alpha_task": [Interval(Real, 0, None, closed="neither"), StrOptions({"auto"})],
         "loss": [StrOptions({"squared", "huber"})],
         "epsilon": [Interval(Real, 0, None, closed="neither")],
-        "solver": [StrOptions({"auto", "cholesky", "lbfgs"})],
+        "solver": [StrOptions({"auto", "cholesky", "newton", "lbfgs"})],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
         "tol": [Interval(Real, 0, None, closed="left")],
     }
@@ -384,27 +563,28 @@ class SharedParamRegressor(MultiTaskRegressorBase):
                     f"alpha_task='auto' estimates a linear mixed model and needs "
                     f"loss='squared', got loss={self.loss!r}."
                 )
-            if self.solver == "lbfgs":
+            if self.solver in ("newton", "lbfgs"):
                 raise ValueError(
-                    "alpha_task='auto' has its own REML solver; use solver='auto'."
+                    f"alpha_task='auto' has its own REML solver, got "
+                    f"solver={self.solver!r}; use solver='auto'."
                 )
             return "reml"
         if self.solver == "auto":
-            return "cholesky" if self.loss == "squared" else "lbfgs"
+            return "cholesky" if self.loss == "squared" else "newton"
         if self.solver == "cholesky" and self.loss != "squared":
             raise ValueError(
                 f"solver='cholesky' solves the squared loss only, got loss={self.loss!r}; "
-                "use solver='lbfgs' or 'auto'."
+                "use solver='newton', 'lbfgs' or 'auto'."
             )
         return self.solver
 
     def _check_sufficient_stats(self):
         super()._check_sufficient_stats()
-        if self.solver == "lbfgs":
+        if self.solver in ("newton", "lbfgs"):
             raise ValueError(
                 "X is a dask DataFrame, which is fitted from per-task sufficient "
-                "statistics: solver='lbfgs' reads the rows; use solver='auto' or "
-                "'cholesky'."
+                f"statistics: solver={self.solver!r} reads the rows; use solver='auto' "
+                "or 'cholesky'."
             )
 
     def _fit(self, data):
@@ -431,29 +611,30 @@ class SharedParamRegressor(MultiTaskRegressorBase):
                 reml_log_likelihood_=float(log_lik),
             )
         else:
-            # One set of workers for every per-task step of the fit: L-BFGS
-            # maps the per-task gradients at every evaluation.
+            # One set of workers for every per-task step of the fit: the
+            # iterative solvers map the per-task work at every evaluation.
             with TaskWorkers(self.n_jobs) as workers:
                 workers.share(data)
                 theta0, beta = _solve_cholesky(
                     data, self.alpha_shared, self.alpha_task, fit_intercept, workers
                 )
                 n_iter = 1
-                if solver == "lbfgs":
+                if solver in ("newton", "lbfgs"):
                     # The exact squared-loss solution is a cheap, good starting point.
-                    theta0, beta, n_iter, grad_norm = _solve_lbfgs(
+                    iterate = _solve_newton if solver == "newton" else _solve_lbfgs
+                    theta0, beta, n_iter, grad_norm = iterate(
                         data, self.alpha_shared, self.alpha_task, self.loss, self.epsilon,
                         fit_intercept, self.max_iter, self.tol, workers, self.verbose,
                         theta0, beta,
                     )
-        if solver == "lbfgs":
-            if grad_norm > self.tol:
-                warnings.warn(
-                    f"L-BFGS did not converge in {n_iter} iterations: the largest "
-                    f"gradient entry is {grad_norm:.3g} > tol={self.tol:g}. Increase "
-                    "max_iter or tol, or scale the features.",
-                    ConvergenceWarning,
-                )
+        if solver in ("newton", "lbfgs") and grad_norm > self.tol:
+            name = "Newton's method" if solver == "newton" else "L-BFGS"
+            warnings.warn(
+                f"{name} did not converge in {n_iter} iterations: the largest "
+                f"gradient entry is {grad_norm:.3g} > tol={self.tol:g}. Increase "
+                "max_iter or tol, or scale the features.",
+                ConvergenceWarning,
+            )
         d = data.n_features
         coef, intercept = beta[:, :d], beta[:, d] if fit_intercept else np.zeros(len(beta))
         shared_coef = theta0[:d]

@@ -10,7 +10,9 @@ same per-task operations, each on a contiguous range of tasks
   ``Z_t^T S_t Z_t``, ``Z_t^T S_t y_t``, ``y_t^T S_t y_t`` and the summed
   weights, with ``Z_t = [X_t, 1]`` when ``fit_intercept``;
 - ``linear_loss_grad(start, stop, coef, intercept, loss, epsilon)``: the
-  weighted loss of task-wise linear models and its gradient per task.
+  weighted loss of task-wise linear models and its gradient per task;
+- ``linear_loss_grad_hess(...)``: the same and each task's Hessian, for
+  Newton's method.
 
 Both are *sums* over rows; the estimators divide by ``S = sum_i s_i`` as the
 objective in SPEC section 3 does. Per-task results never depend on which
@@ -198,6 +200,27 @@ def _batched_gram(Xb, yb, sb, fit_intercept):
     return G, g, yy, sw
 
 
+def _empty_hessians(k, coef, intercept, curvature):
+    """Room for ``k`` per-task Hessians, or None when none are asked for."""
+    if curvature is None:
+        return None
+    p = coef.shape[1] + int(intercept is not None)
+    return np.empty((k, p, p))
+
+
+def _hessian_intercept(hess, tasks, xh, h):
+    """Fill the intercept row and column (last) of the Hessians ``hess[tasks]``."""
+    d = xh.shape[1]
+    hess[tasks, :d, d] = xh
+    hess[tasks, d, :d] = xh
+    hess[tasks, d, d] = h
+
+
+def _symmetric(hess):
+    """``hess`` made exactly symmetric (products ``(Z h)^T Z`` are so only to rounding)."""
+    return None if hess is None else 0.5 * (hess + hess.transpose(0, 2, 1))
+
+
 class LongTasks:
     """Long layout: rows sorted by task, task ``t`` owns rows ``bounds[t]:bounds[t+1]``.
 
@@ -369,6 +392,21 @@ class LongTasks:
         grad_coef : ndarray of shape (stop - start, n_features)
         grad_intercept : ndarray of shape (stop - start,)
         """
+        return self._linear_terms(start, stop, coef, intercept, loss, epsilon, X, None)[:3]
+
+    def linear_loss_grad_hess(self, start, stop, coef, intercept, loss, curvature, epsilon):
+        """:meth:`linear_loss_grad` and each task's Hessian, in one pass over the rows.
+
+        ``curvature`` is the loss's second derivative (from
+        :mod:`skmtl._losses`). Returns ``loss_sum, grad_coef, grad_intercept,
+        hess`` with ``hess`` of shape ``(stop - start, p, p)``: task ``t``'s
+        ``Z_t^T diag(s_i loss''(r_i)) Z_t``, ``Z_t = [X_t, 1]`` when
+        ``intercept`` is given (intercept last), else ``X_t``.
+        """
+        return self._linear_terms(start, stop, coef, intercept, loss, epsilon, None, curvature)
+
+    def _linear_terms(self, start, stop, coef, intercept, loss, epsilon, X, curvature):
+        """:meth:`linear_loss_grad`, and the Hessians when ``curvature`` is given."""
         X = self.X if X is None else X
         # Batched products per group of equal-size tasks: a few calls that
         # release the GIL, no (n, d) gather of each row's coefficients and
@@ -379,26 +417,35 @@ class LongTasks:
         block_rows = _block_rows(X)
         groups = self._batch_groups(start, stop, block_rows)
         if groups is None:
-            return self._linear_loss_grad_rowwise(
-                start, stop, coef, intercept, loss, epsilon, X, block_rows
+            return self._linear_terms_rowwise(
+                start, stop, coef, intercept, loss, epsilon, X, block_rows, curvature
             )
         s = self.sample_weight
         value = 0.0
         grad_coef = np.empty_like(coef)
         grad_intercept = np.empty(stop - start)
+        hess = _empty_hessians(stop - start, coef, intercept, curvature)
         for js, rows in groups:
             Xb = _stack(X, js, rows)
             r = _stack(self.y, js, rows) - np.matmul(Xb, coef[js][:, :, None])[:, :, 0]
             if intercept is not None:
                 r -= intercept[js][:, None]
             v, deriv = loss(r, epsilon)
+            h = None if curvature is None else curvature(r, epsilon)
             if s is not None:
                 sb = _stack(s, js, rows)
                 v, deriv = v * sb, deriv * sb
+                if h is not None:
+                    h *= sb
             value += v.sum()
             grad_coef[js] = -np.matmul(deriv[:, None, :], Xb)[:, 0]
             grad_intercept[js] = -deriv.sum(axis=1)
-        return value, grad_coef, grad_intercept
+            if h is not None:
+                Xh = Xb * h[..., None]
+                hess[js, :coef.shape[1], :coef.shape[1]] = np.matmul(Xh.transpose(0, 2, 1), Xb)
+                if intercept is not None:
+                    _hessian_intercept(hess, js, Xh.sum(axis=1), h.sum(axis=1))
+        return value, grad_coef, grad_intercept, _symmetric(hess)
 
     def row_blocks(self, start, stop, X, block_rows=None):
         """Tasks ``[start, stop)`` in ranges of about ``_BLOCK_BYTES`` of ``X``.
@@ -422,17 +469,20 @@ class LongTasks:
         edges = np.unique(np.concatenate([[start], cuts, [stop]]))
         return zip(edges[:-1].tolist(), edges[1:].tolist())
 
-    def _linear_loss_grad_rowwise(
-        self, start, stop, coef, intercept, loss, epsilon, X, block_rows
+    def _linear_terms_rowwise(
+        self, start, stop, coef, intercept, loss, epsilon, X, block_rows, curvature
     ):
-        """:meth:`linear_loss_grad` with each row's coefficients gathered.
+        """:meth:`_linear_terms` with each row's coefficients gathered.
 
         Block by block of about ``block_rows`` rows, for the same reason as
-        the batched form: a block's temporaries stay in cache.
+        the batched form: a block's temporaries stay in cache. The Hessians
+        take one product per task, as :meth:`_gram_rowwise` does.
         """
         value = 0.0
         grad_coef = np.empty_like(coef)
         grad_intercept = np.empty(stop - start)
+        hess = _empty_hessians(stop - start, coef, intercept, curvature)
+        d = coef.shape[1]
         for a, b in self.row_blocks(start, stop, X, block_rows):
             lo, hi = self.bounds[a], self.bounds[b]
             Xc = X[lo:hi]
@@ -440,16 +490,30 @@ class LongTasks:
             pred = np.einsum("ij,ij->i", Xc, coef[local])
             if intercept is not None:
                 pred += intercept[local]
-            v, deriv = loss(self.y[lo:hi] - pred, epsilon)
+            r = self.y[lo:hi] - pred
+            v, deriv = loss(r, epsilon)
+            h = None if curvature is None else curvature(r, epsilon)
             if self.sample_weight is not None:
                 s = self.sample_weight[lo:hi]
                 v, deriv = v * s, deriv * s
+                if h is not None:
+                    h *= s
             offsets = self.bounds[a:b] - lo
             part = slice(a - start, b - start)
             grad_coef[part] = -np.add.reduceat(Xc * deriv[:, None], offsets, axis=0)
             grad_intercept[part] = -np.add.reduceat(deriv, offsets)
             value += v.sum()
-        return value, grad_coef, grad_intercept
+            if h is not None:
+                Xh = Xc * h[:, None]
+                for t in range(a, b):
+                    rows = slice(self.bounds[t] - lo, self.bounds[t + 1] - lo)
+                    np.matmul(Xh[rows].T, Xc[rows], out=hess[t - start, :d, :d])
+                if intercept is not None:
+                    _hessian_intercept(
+                        hess, part, np.add.reduceat(Xh, offsets, axis=0),
+                        np.add.reduceat(h, offsets),
+                    )
+        return value, grad_coef, grad_intercept, _symmetric(hess)
 
     def row_range(self, start, stop):
         """Slice of the rows that hold the labels of tasks ``[start, stop)``."""
@@ -613,6 +677,25 @@ class WideTasks:
         value, deriv = value * W, deriv * W
         return value.sum(), -(deriv.T @ X), -deriv.sum(axis=0)
 
+    def linear_loss_grad_hess(self, start, stop, coef, intercept, loss, curvature, epsilon):
+        """Same contract as :meth:`LongTasks.linear_loss_grad_hess`."""
+        X = self.X
+        pred = X @ coef.T
+        if intercept is not None:
+            pred += intercept
+        r = self.Y[:, start:stop] - pred
+        value, deriv = loss(r, epsilon)
+        W = self._row_weights(start, stop)
+        value, deriv, h = value * W, deriv * W, curvature(r, epsilon) * W
+        hess = _empty_hessians(stop - start, coef, intercept, curvature)
+        d = self.n_features
+        # Every task weighs the shared rows differently: one product per task.
+        for j in range(stop - start):
+            np.matmul((X * h[:, j, None]).T, X, out=hess[j, :d, :d])
+        if intercept is not None:
+            _hessian_intercept(hess, slice(None), h.T @ X, h.sum(axis=0))
+        return value.sum(), -(deriv.T @ X), -deriv.sum(axis=0), _symmetric(hess)
+
     def row_range(self, start, stop):
         """Slice of the rows that hold the labels of tasks ``[start, stop)``: all."""
         return slice(0, len(self.Y))
@@ -706,7 +789,8 @@ class SufficientStatsTasks:
             "only per-task sufficient statistics (squared loss only)."
         )
 
-    linear_loss_grad = head_loss_grad = row_range = pair_weights = task_means = _needs_rows
+    linear_loss_grad = linear_loss_grad_hess = head_loss_grad = _needs_rows
+    row_range = pair_weights = task_means = _needs_rows
 
 
 def make_long_tasks(X, labels, y, sample_weight):

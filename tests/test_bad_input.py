@@ -194,8 +194,12 @@ ESTIMATOR_CASES = {
                      r"alpha_task='auto' .* needs loss='squared', got loss='huber'",
                      id="auto-with-huber"),
         pytest.param(_fit(X, Y, alpha_task="auto", solver="lbfgs", loss="squared"), ValueError,
-                     r"alpha_task='auto' has its own REML solver; use solver='auto'",
+                     r"alpha_task='auto' has its own REML solver, got solver='lbfgs'; "
+                     r"use solver='auto'",
                      id="auto-with-lbfgs"),
+        pytest.param(_fit(X, Y, alpha_task="auto", solver="newton", loss="squared"), ValueError,
+                     r"alpha_task='auto' has its own REML solver, got solver='newton'",
+                     id="auto-with-newton"),
     ],
     SharedFeatureRegressor: [
         _param("alpha", 0.0),

@@ -272,10 +272,12 @@ def test_missing_task_column_gets_the_in_memory_error():
         (SharedParamRegressor(), ValueError, "task_column"),
         (SharedParamRegressor(task_column="task", loss="huber"), ValueError, "loss='huber'"),
         (SharedParamRegressor(task_column="task", solver="lbfgs"), ValueError, "solver='lbfgs'"),
+        (SharedParamRegressor(task_column="task", solver="newton"), ValueError, "solver='newton'"),
         (SharedFeatureRegressor(task_column="task", loss="huber"), ValueError, "loss='huber'"),
         (SharedObjectiveRegressor(task_column="task"), TypeError, "SharedObjectiveRegressor"),
     ],
-    ids=["wide-layout", "param-huber", "param-lbfgs", "feature-huber", "objective"],
+    ids=["wide-layout", "param-huber", "param-lbfgs", "param-newton", "feature-huber",
+         "objective"],
 )
 def test_unsupported_configuration_is_refused_before_any_work(estimator, error, match):
     frame, y, _ = _data()

@@ -35,19 +35,21 @@ def huber_loss(r, epsilon):
 
 
 def squared_curvature(r, epsilon=None):
-    """Second derivative of ``r**2 / 2``: ones."""
-    return np.ones_like(r)
+    """Where the second derivative of ``r**2 / 2`` is 1: everywhere."""
+    return np.ones(r.shape, dtype=bool)
 
 
 def huber_curvature(r, epsilon):
-    """Second derivative of Huber's loss: 1 where ``|r| <= epsilon``, else 0.
+    """Where the second derivative of Huber's loss is 1 (``|r| <= epsilon``); 0 elsewhere.
 
     The loss has no second derivative at ``|r| = epsilon``; 1 there is one
     element of its generalized Hessian, which is what a semi-smooth Newton
     method needs.
     """
-    return (np.abs(r) <= epsilon).astype(r.dtype)
+    return np.abs(r) <= epsilon
 
 
 LOSSES = {"squared": squared_loss, "huber": huber_loss}
+# The second derivative of both losses is 1 or 0: these return boolean masks
+# of where it is 1.
 CURVATURES = {"squared": squared_curvature, "huber": huber_curvature}

@@ -14,19 +14,20 @@ from ._parallel import TaskWorkers, map_task_chunks, single_blas_thread
 from ._reml import REMLProblem
 
 
-def _eliminate_tasks(start, stop, data, lam, fit_intercept):
+def _eliminate_tasks(start, stop, data, lam, fit_intercept, keep_gram=False):
     """Eliminate the task blocks ``u_t`` of tasks ``[start, stop)``.
 
     With ``M_t = G_t + lam I`` the task block's optimality condition gives
     ``u_t = a_t - B_t theta_0`` with ``a_t = M_t^-1 g_t``, ``B_t = M_t^-1 G_t``.
-    One stacked LU solve of size ``p = d + 1`` per task returns both.
+    One stacked LU solve of size ``p = d + 1`` per task returns both, and
+    the Gram matrices ``G_t`` when ``keep_gram``.
     """
     G, g, _, _ = data.gram(start, stop, fit_intercept)
     M = G.copy()
     diag = np.arange(G.shape[1])
     M[:, diag, diag] += lam
     sol = np.linalg.solve(M, np.concatenate([G, g[..., None]], axis=2))
-    return sol[..., -1], sol[..., :-1]
+    return sol[..., -1], sol[..., :-1], G if keep_gram else None
 
 
 def _solve_shared(A, rhs):
@@ -45,11 +46,12 @@ def _solve_shared(A, rhs):
         return scipy.linalg.lstsq(A, rhs)[0]
 
 
-def _solve_cholesky(data, alpha_shared, alpha_task, fit_intercept, n_jobs):
+def _solve_cholesky(data, alpha_shared, alpha_task, fit_intercept, n_jobs, keep_gram=False):
     """Exact solve of the squared-loss problem by block elimination.
 
     Returns ``theta_0`` of shape (p,) and the task coefficients ``beta``
-    of shape (n_tasks, p), intercept last when ``fit_intercept``.
+    of shape (n_tasks, p), intercept last when ``fit_intercept``, and the
+    per-task Gram matrices (or None) when ``keep_gram``.
 
     Multiplying the objective by ``S`` gives, with ``lam = S * alpha_task``,
     the normal equations ``(G_t + lam I) u_t = g_t - G_t theta_0`` for each
@@ -63,7 +65,7 @@ def _solve_cholesky(data, alpha_shared, alpha_task, fit_intercept, n_jobs):
     lam = alpha_task * data.S
     p = d + int(fit_intercept)
     results, _ = map_task_chunks(
-        _eliminate_tasks, data.n_tasks, data, lam, fit_intercept, n_jobs=n_jobs,
+        _eliminate_tasks, data.n_tasks, data, lam, fit_intercept, keep_gram, n_jobs=n_jobs,
         cost=data.n_observed * p * p + 2 * data.n_tasks * p**3,
     )
     a = np.concatenate([r[0] for r in results])
@@ -75,6 +77,8 @@ def _solve_cholesky(data, alpha_shared, alpha_task, fit_intercept, n_jobs):
     theta0 = _solve_shared(A, lam * a.sum(axis=0))
     # beta_t = theta_0 + u_t, and u_t = a_t - B_t theta_0.
     beta = theta0 + a - B @ theta0
+    if keep_gram:
+        return theta0, beta, np.concatenate([r[2] for r in results])
     return theta0, beta
 
 
@@ -175,28 +179,36 @@ def _solve_lbfgs(
     return th, th + res.x[p:].reshape(n_tasks, p), int(max(res.nit, 1)), grad_norm
 
 
-def _newton_chunk(start, stop, data, theta, U, lam, loss, epsilon, fit_intercept):
+def _newton_chunk(
+    start, stop, data, theta, U, lam, loss, epsilon, fit_intercept, hess, curv
+):
     """One Newton pass over tasks ``[start, stop)``: loss, gradient, eliminated blocks.
 
     With ``H_t`` task ``t``'s Hessian of the loss sum, ``M_t = H_t + lam I``
     and ``grad_u_t`` the gradient in ``u_t`` of the objective times ``S``,
     returns the loss sum, the gradients ``g_t`` of the loss sum in
     ``beta_t``, ``a_t = M_t^-1 grad_u_t`` and ``B_t = M_t^-1 H_t`` (one
-    stacked LU solve per task, as in :func:`_eliminate_tasks`).
+    stacked LU solve per task, as in :func:`_eliminate_tasks`), and the
+    ``H_t`` and row curvatures, from which the next pass updates the
+    Hessians (``hess`` and ``curv`` are those of an earlier pass, for all
+    tasks and rows, or None).
     """
     d = data.n_features
     u = U[start:stop]
     beta = theta + u
-    value, grad_coef, grad_intercept, H = data.linear_loss_grad_hess(
+    rows = data.row_range(start, stop)
+    value, grad_coef, grad_intercept, H, curv = data.linear_loss_grad_hess(
         start, stop, beta[:, :d], beta[:, d] if fit_intercept else None,
         LOSSES[loss], CURVATURES[loss], epsilon,
+        hess=None if hess is None else hess[start:stop],
+        prev=None if curv is None else curv[rows],
     )
     grad = np.hstack([grad_coef, grad_intercept[:, None]]) if fit_intercept else grad_coef
-    rhs = np.concatenate([H, (grad + lam * u)[..., None]], axis=2)
+    M = H.copy()
     diag = np.arange(H.shape[1])
-    H[:, diag, diag] += lam
-    sol = np.linalg.solve(H, rhs)
-    return value, grad, sol[..., -1], sol[..., :-1]
+    M[:, diag, diag] += lam
+    sol = np.linalg.solve(M, np.concatenate([H, (grad + lam * u)[..., None]], axis=2))
+    return value, grad, sol[..., -1], sol[..., :-1], H, curv
 
 
 def _newton_shared_step(A, rhs):
@@ -218,7 +230,7 @@ def _newton_shared_step(A, rhs):
 
 def _solve_newton(
     data, alpha_shared, alpha_task, loss, epsilon, fit_intercept, max_iter, tol,
-    n_jobs, verbose, theta0, beta,
+    n_jobs, verbose, theta0, beta, gram=None,
 ):
     """Semi-smooth Newton's method on the joint objective in ``(theta_0, u_1, ..., u_T)``.
 
@@ -231,7 +243,10 @@ def _solve_newton(
     as :func:`_solve_cholesky` does, leaves one ``p x p`` system, ``(P + lam
     sum_t B_t) d_theta = -grad_theta + sum_t B_t grad_u_t``, and then
     ``d_u_t = -a_t - B_t d_theta``. One step costs one pass over the rows
-    (loss, gradient and the Hessians ``H_t``) and ``n_tasks`` small solves.
+    (loss, gradient and the Hessians ``H_t``) and ``n_tasks`` small solves;
+    in the long layout the Hessians are updated with the rows whose
+    curvature changed (see :meth:`skmtl._tasks.LongTasks.linear_loss_grad_hess`),
+    from ``gram``, the Gram matrices of the squared-loss start, when given.
 
     The step length comes from a backtracking line search on the Armijo
     condition. As in scikit-learn's Newton solver for GLMs, a line search
@@ -252,16 +267,25 @@ def _solve_newton(
     def penalty(theta, U):
         return 0.5 * pen @ (theta * theta) + 0.5 * lam * np.sum(U * U)
 
+    # The Hessians and row curvatures of the latest pass, which the next
+    # one updates: the Gram matrices of the squared-loss start are the
+    # Hessians at curvature 1 on every row.
+    hessians = {"hess": gram, "curv": None if gram is None else np.ones(data.n_observed, bool)}
+
     def full_pass(theta, U):
         # Everything for a Newton step at (theta, U), times S.
         results, _ = map_task_chunks(
             _newton_chunk, n_tasks, data, theta, U, lam, loss, epsilon, fit_intercept,
+            hessians["hess"], hessians["curv"],
             n_jobs=n_jobs, cost=data.n_observed * p * p + 2 * n_tasks * p**3,
         )
         value = sum(r[0] for r in results) + penalty(theta, U)
         grad = np.concatenate([r[1] for r in results])
         a = np.concatenate([r[2] for r in results])
         B = np.concatenate([r[3] for r in results])
+        hessians["hess"] = np.concatenate([r[4] for r in results])
+        if results[0][5] is not None:
+            hessians["curv"] = np.concatenate([r[5] for r in results])
         return value, grad.sum(axis=0) + pen * theta, grad + lam * U, a, B
 
     def trial(theta, U):
@@ -615,14 +639,23 @@ class SharedParamRegressor(MultiTaskRegressorBase):
             # iterative solvers map the per-task work at every evaluation.
             with TaskWorkers(self.n_jobs) as workers:
                 workers.share(data)
-                theta0, beta = _solve_cholesky(
-                    data, self.alpha_shared, self.alpha_task, fit_intercept, workers
+                # The exact squared-loss solution is a cheap, good starting
+                # point of the iterative solvers; its Gram matrices are
+                # Newton's first Hessians (long layout).
+                keep_gram = solver == "newton" and data.layout == "long"
+                theta0, beta, *gram = _solve_cholesky(
+                    data, self.alpha_shared, self.alpha_task, fit_intercept, workers,
+                    keep_gram=keep_gram,
                 )
                 n_iter = 1
-                if solver in ("newton", "lbfgs"):
-                    # The exact squared-loss solution is a cheap, good starting point.
-                    iterate = _solve_newton if solver == "newton" else _solve_lbfgs
-                    theta0, beta, n_iter, grad_norm = iterate(
+                if solver == "newton":
+                    theta0, beta, n_iter, grad_norm = _solve_newton(
+                        data, self.alpha_shared, self.alpha_task, self.loss, self.epsilon,
+                        fit_intercept, self.max_iter, self.tol, workers, self.verbose,
+                        theta0, beta, *gram,
+                    )
+                elif solver == "lbfgs":
+                    theta0, beta, n_iter, grad_norm = _solve_lbfgs(
                         data, self.alpha_shared, self.alpha_task, self.loss, self.epsilon,
                         fit_intercept, self.max_iter, self.tol, workers, self.verbose,
                         theta0, beta,

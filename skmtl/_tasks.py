@@ -200,14 +200,6 @@ def _batched_gram(Xb, yb, sb, fit_intercept):
     return G, g, yy, sw
 
 
-def _empty_hessians(k, coef, intercept, curvature):
-    """Room for ``k`` per-task Hessians, or None when none are asked for."""
-    if curvature is None:
-        return None
-    p = coef.shape[1] + int(intercept is not None)
-    return np.empty((k, p, p))
-
-
 def _hessian_intercept(hess, tasks, xh, h):
     """Fill the intercept row and column (last) of the Hessians ``hess[tasks]``."""
     d = xh.shape[1]
@@ -394,16 +386,95 @@ class LongTasks:
         """
         return self._linear_terms(start, stop, coef, intercept, loss, epsilon, X, None)[:3]
 
-    def linear_loss_grad_hess(self, start, stop, coef, intercept, loss, curvature, epsilon):
-        """:meth:`linear_loss_grad` and each task's Hessian, in one pass over the rows.
+    def linear_loss_grad_hess(
+        self, start, stop, coef, intercept, loss, curvature, epsilon, hess=None, prev=None
+    ):
+        """:meth:`linear_loss_grad` and each task's Hessian of the loss sum.
 
-        ``curvature`` is the loss's second derivative (from
-        :mod:`skmtl._losses`). Returns ``loss_sum, grad_coef, grad_intercept,
-        hess`` with ``hess`` of shape ``(stop - start, p, p)``: task ``t``'s
-        ``Z_t^T diag(s_i loss''(r_i)) Z_t``, ``Z_t = [X_t, 1]`` when
-        ``intercept`` is given (intercept last), else ``X_t``.
+        Parameters
+        ----------
+        start, stop, coef, intercept, loss, epsilon
+            As in :meth:`linear_loss_grad`.
+        curvature : callable
+            Where the loss's second derivative is 1 (it is 0 elsewhere), from
+            :mod:`skmtl._losses`.
+        hess : ndarray of shape (stop - start, p, p), default=None
+            The Hessians of these tasks at an earlier point, where their rows
+            had the curvatures ``prev``.
+        prev : ndarray of bool of shape (n_rows of these tasks,), default=None
+            The curvatures that ``hess`` was formed with.
+
+        Returns
+        -------
+        loss_sum, grad_coef, grad_intercept
+            As in :meth:`linear_loss_grad`.
+        hess : ndarray of shape (stop - start, p, p)
+            Task ``t``'s ``Z_t^T diag(s_i loss''(r_i)) Z_t``, ``Z_t = [X_t, 1]``
+            when ``intercept`` is given (intercept last), else ``X_t``.
+        curv : ndarray of bool of shape (n_rows of these tasks,)
+            Where ``loss''(r_i) = 1``, the ``prev`` of the next call.
+
+        Notes
+        -----
+        Huber's curvature is 1 or 0, and few rows change between Newton
+        steps. With ``hess`` and ``prev``, a task's Hessian is ``hess`` plus
+        the rows whose curvature changed, or (if fewer) formed anew from its
+        rows of non-zero curvature: one small product over those rows, not
+        over all of them. From the squared-loss Gram matrices (``prev`` all
+        ones) the first step reads the rows past ``epsilon`` or the rows
+        within it, whichever are fewer. Per task, so that results do not
+        depend on the chunks.
         """
-        return self._linear_terms(start, stop, coef, intercept, loss, epsilon, None, curvature)
+        value, grad_coef, grad_intercept, curv = self._linear_terms(
+            start, stop, coef, intercept, loss, epsilon, None, curvature
+        )
+        hess = self._task_hessians(start, stop, curv, prev, hess, intercept is not None)
+        return value, grad_coef, grad_intercept, hess, curv
+
+    def _task_hessians(self, start, stop, curv, prev, hess, fit_intercept):
+        """Hessians of tasks ``[start, stop)`` (see :meth:`linear_loss_grad_hess`)."""
+        d = self.n_features
+        b = self.bounds
+        row0 = b[start]
+        if hess is None:
+            hess = np.zeros((stop - start, d + int(fit_intercept), d + int(fit_intercept)))
+        else:
+            hess = hess.copy()
+        for lo, hi in self.row_blocks(start, stop, self.X):
+            rows = slice(b[lo] - row0, b[hi] - row0)
+            starts = b[lo:hi] - b[lo]
+            use = curv[rows]
+            if prev is not None:
+                # Per task, the rows whose curvature changed, or if fewer the
+                # rows of curvature 1 (the Hessian formed anew).
+                changed = use != prev[rows]
+                anew = np.add.reduceat(use, starts) < np.add.reduceat(changed, starts)
+                if not anew.any():
+                    use = changed
+                elif not anew.all():
+                    use = np.where(np.repeat(anew, np.diff(b[lo:hi + 1])), use, changed)
+                hess[lo - start:hi - start][anew] = 0.0
+            else:
+                hess[lo - start:hi - start] = 0.0
+            idx = np.flatnonzero(use)
+            if not len(idx):
+                continue
+            # np.take copies rows 2x to 3x faster than fancy indexing.
+            Z = np.take(self.X, b[lo] + idx, axis=0)
+            if fit_intercept:
+                Z = np.hstack([Z, np.ones((len(idx), 1))])
+            # A row that enters the quadratic region adds z z^T, one that
+            # leaves subtracts it; a Hessian formed anew has only the first.
+            c = np.where(curv[rows][idx], 1.0, -1.0)
+            if self.sample_weight is not None:
+                c = c * self.sample_weight[b[lo] + idx]
+            # Huber's rows within epsilon, unweighted, need no scaling.
+            Zc = Z if np.all(c == 1.0) else Z * c[:, None]
+            seg = np.searchsorted(idx, np.append(starts, b[hi] - b[lo]))
+            for j in np.flatnonzero(np.diff(seg)):
+                part = slice(seg[j], seg[j + 1])
+                hess[lo - start + j] += Zc[part].T @ Z[part]
+        return _symmetric(hess)
 
     def _linear_terms(self, start, stop, coef, intercept, loss, epsilon, X, curvature):
         """:meth:`linear_loss_grad`, and the Hessians when ``curvature`` is given."""
@@ -424,28 +495,25 @@ class LongTasks:
         value = 0.0
         grad_coef = np.empty_like(coef)
         grad_intercept = np.empty(stop - start)
-        hess = _empty_hessians(stop - start, coef, intercept, curvature)
+        row0 = self.bounds[start]
+        curv = None if curvature is None else np.empty(self.bounds[stop] - row0, dtype=bool)
         for js, rows in groups:
             Xb = _stack(X, js, rows)
             r = _stack(self.y, js, rows) - np.matmul(Xb, coef[js][:, :, None])[:, :, 0]
             if intercept is not None:
                 r -= intercept[js][:, None]
             v, deriv = loss(r, epsilon)
-            h = None if curvature is None else curvature(r, epsilon)
+            if curv is not None:
+                local = slice(rows.start - row0, rows.stop - row0) \
+                    if isinstance(rows, slice) else rows - row0
+                curv[local] = curvature(r, epsilon).reshape(curv[local].shape)
             if s is not None:
                 sb = _stack(s, js, rows)
                 v, deriv = v * sb, deriv * sb
-                if h is not None:
-                    h *= sb
             value += v.sum()
             grad_coef[js] = -np.matmul(deriv[:, None, :], Xb)[:, 0]
             grad_intercept[js] = -deriv.sum(axis=1)
-            if h is not None:
-                Xh = Xb * h[..., None]
-                hess[js, :coef.shape[1], :coef.shape[1]] = np.matmul(Xh.transpose(0, 2, 1), Xb)
-                if intercept is not None:
-                    _hessian_intercept(hess, js, Xh.sum(axis=1), h.sum(axis=1))
-        return value, grad_coef, grad_intercept, _symmetric(hess)
+        return value, grad_coef, grad_intercept, curv
 
     def row_blocks(self, start, stop, X, block_rows=None):
         """Tasks ``[start, stop)`` in ranges of about ``_BLOCK_BYTES`` of ``X``.
@@ -475,14 +543,13 @@ class LongTasks:
         """:meth:`_linear_terms` with each row's coefficients gathered.
 
         Block by block of about ``block_rows`` rows, for the same reason as
-        the batched form: a block's temporaries stay in cache. The Hessians
-        take one product per task, as :meth:`_gram_rowwise` does.
+        the batched form: a block's temporaries stay in cache.
         """
         value = 0.0
         grad_coef = np.empty_like(coef)
         grad_intercept = np.empty(stop - start)
-        hess = _empty_hessians(stop - start, coef, intercept, curvature)
-        d = coef.shape[1]
+        row0 = self.bounds[start]
+        curv = None if curvature is None else np.empty(self.bounds[stop] - row0, dtype=bool)
         for a, b in self.row_blocks(start, stop, X, block_rows):
             lo, hi = self.bounds[a], self.bounds[b]
             Xc = X[lo:hi]
@@ -492,28 +559,17 @@ class LongTasks:
                 pred += intercept[local]
             r = self.y[lo:hi] - pred
             v, deriv = loss(r, epsilon)
-            h = None if curvature is None else curvature(r, epsilon)
+            if curv is not None:
+                curv[lo - row0:hi - row0] = curvature(r, epsilon)
             if self.sample_weight is not None:
                 s = self.sample_weight[lo:hi]
                 v, deriv = v * s, deriv * s
-                if h is not None:
-                    h *= s
             offsets = self.bounds[a:b] - lo
             part = slice(a - start, b - start)
             grad_coef[part] = -np.add.reduceat(Xc * deriv[:, None], offsets, axis=0)
             grad_intercept[part] = -np.add.reduceat(deriv, offsets)
             value += v.sum()
-            if h is not None:
-                Xh = Xc * h[:, None]
-                for t in range(a, b):
-                    rows = slice(self.bounds[t] - lo, self.bounds[t + 1] - lo)
-                    np.matmul(Xh[rows].T, Xc[rows], out=hess[t - start, :d, :d])
-                if intercept is not None:
-                    _hessian_intercept(
-                        hess, part, np.add.reduceat(Xh, offsets, axis=0),
-                        np.add.reduceat(h, offsets),
-                    )
-        return value, grad_coef, grad_intercept, _symmetric(hess)
+        return value, grad_coef, grad_intercept, curv
 
     def row_range(self, start, stop):
         """Slice of the rows that hold the labels of tasks ``[start, stop)``."""
@@ -677,8 +733,14 @@ class WideTasks:
         value, deriv = value * W, deriv * W
         return value.sum(), -(deriv.T @ X), -deriv.sum(axis=0)
 
-    def linear_loss_grad_hess(self, start, stop, coef, intercept, loss, curvature, epsilon):
-        """Same contract as :meth:`LongTasks.linear_loss_grad_hess`."""
+    def linear_loss_grad_hess(
+        self, start, stop, coef, intercept, loss, curvature, epsilon, hess=None, prev=None
+    ):
+        """Same contract as :meth:`LongTasks.linear_loss_grad_hess`.
+
+        ``hess`` and ``prev`` are not used: each Hessian is formed anew (one
+        product over all rows per task), and ``curv`` is None.
+        """
         X = self.X
         pred = X @ coef.T
         if intercept is not None:
@@ -687,14 +749,15 @@ class WideTasks:
         value, deriv = loss(r, epsilon)
         W = self._row_weights(start, stop)
         value, deriv, h = value * W, deriv * W, curvature(r, epsilon) * W
-        hess = _empty_hessians(stop - start, coef, intercept, curvature)
         d = self.n_features
+        p = d + int(intercept is not None)
+        hess = np.empty((stop - start, p, p))
         # Every task weighs the shared rows differently: one product per task.
         for j in range(stop - start):
             np.matmul((X * h[:, j, None]).T, X, out=hess[j, :d, :d])
         if intercept is not None:
             _hessian_intercept(hess, slice(None), h.T @ X, h.sum(axis=0))
-        return value.sum(), -(deriv.T @ X), -deriv.sum(axis=0), _symmetric(hess)
+        return value.sum(), -(deriv.T @ X), -deriv.sum(axis=0), _symmetric(hess), None
 
     def row_range(self, start, stop):
         """Slice of the rows that hold the labels of tasks ``[start, stop)``: all."""

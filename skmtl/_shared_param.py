@@ -340,7 +340,7 @@ def _solve_newton(
                 f"[SharedParamRegressor] Newton iteration {n_iter}: objective "
                 f"{value / S:.10g}, largest gradient entry {grad_norm:.3g}, step {step:g}"
             )
-    if fallback is None or n_iter >= max_iter:
+    if fallback is None:
         return theta, theta + U, max(n_iter, 1), grad_norm
     if verbose:
         print(f"[SharedParamRegressor] {fallback}: L-BFGS goes on from here.")
@@ -448,12 +448,13 @@ class SharedParamRegressor(MultiTaskRegressorBase):
         iterations of REML with ``alpha_task='auto'``).
     tol : float, default=1e-4
         ``'newton'`` and ``'lbfgs'`` stop when the largest absolute entry of
-        the gradient of the objective is below ``tol``. With ``alpha_task='auto'``: when the
-        largest absolute entry of the gradient of the REML deviance in the
-        Cholesky factor of :math:`\\Sigma / \\sigma^2`, and the most negative
-        eigenvalue of its gradient in :math:`\\Sigma / \\sigma^2` (a variance
-        that would still lower the deviance), divided by the number of
-        observed labels, are below ``tol``.
+        the gradient of the objective is below ``tol``. With
+        ``alpha_task='auto'``: when the largest absolute entry of the
+        gradient of the REML deviance in the Cholesky factor of
+        :math:`\\Sigma / \\sigma^2`, and the most negative eigenvalue of its
+        gradient in :math:`\\Sigma / \\sigma^2` (a variance that would still
+        lower the deviance), divided by the number of observed labels, are
+        below ``tol``.
     n_jobs : int, default=None
         Number of jobs for the per-task steps, through joblib. ``None`` means
         1 (a plain loop) even inside a :func:`joblib.parallel_config` context.

@@ -200,17 +200,9 @@ def _batched_gram(Xb, yb, sb, fit_intercept):
     return G, g, yy, sw
 
 
-def _hessian_intercept(hess, tasks, xh, h):
-    """Fill the intercept row and column (last) of the Hessians ``hess[tasks]``."""
-    d = xh.shape[1]
-    hess[tasks, :d, d] = xh
-    hess[tasks, d, :d] = xh
-    hess[tasks, d, d] = h
-
-
 def _symmetric(hess):
     """``hess`` made exactly symmetric (products ``(Z h)^T Z`` are so only to rounding)."""
-    return None if hess is None else 0.5 * (hess + hess.transpose(0, 2, 1))
+    return 0.5 * (hess + hess.transpose(0, 2, 1))
 
 
 class LongTasks:
@@ -421,7 +413,7 @@ class LongTasks:
         the rows whose curvature changed, or (if fewer) formed anew from its
         rows of non-zero curvature: one small product over those rows, not
         over all of them. From the squared-loss Gram matrices (``prev`` all
-        ones) the first step reads the rows past ``epsilon`` or the rows
+        True) the first step reads the rows past ``epsilon`` or the rows
         within it, whichever are fewer. Per task, so that results do not
         depend on the chunks.
         """
@@ -480,7 +472,7 @@ class LongTasks:
         return _symmetric(hess)
 
     def _linear_terms(self, start, stop, coef, intercept, loss, epsilon, X, curvature):
-        """:meth:`linear_loss_grad`, and the Hessians when ``curvature`` is given."""
+        """:meth:`linear_loss_grad`, and each row's ``curvature`` (or None) fourth."""
         X = self.X if X is None else X
         # Batched products per group of equal-size tasks: a few calls that
         # release the GIL, no (n, d) gather of each row's coefficients and
@@ -759,7 +751,8 @@ class WideTasks:
         for j in range(stop - start):
             np.matmul((X * h[:, j, None]).T, X, out=hess[j, :d, :d])
         if intercept is not None:
-            _hessian_intercept(hess, slice(None), h.T @ X, h.sum(axis=0))
+            hess[:, :d, d] = hess[:, d, :d] = h.T @ X
+            hess[:, d, d] = h.sum(axis=0)
         return value.sum(), -(deriv.T @ X), -deriv.sum(axis=0), _symmetric(hess), None
 
     def row_range(self, start, stop):

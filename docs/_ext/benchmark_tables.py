@@ -307,6 +307,20 @@ def shared_objective(results, ra):
                                 "time / skmtl", "time / reference"], rows)
 
 
+def huber_solvers(results, ra):
+    """bench_huber_solvers: Newton's method against L-BFGS, as the script prints it."""
+    v = results["versions"]
+    info = [
+        f"Run of {results['date'][:16].replace('T', ' ')} UTC at commit "
+        f"``{results['git_commit'][:7]}`` on {results['machine']['cpu_count']} cores (load "
+        f"average {results['machine']['load_average_at_start'][0]:.1f} at the start), numpy "
+        f"{v['numpy']}, scipy {v['scipy']}; medians of {results['repeats']} fits; "
+        f"{results['pinned']}; ``epsilon={results['epsilon']}``.",
+        "",
+    ]
+    return info + _markdown_table(_script("bench_huber_solvers").table(results["rows"]).splitlines())
+
+
 TABLES = {
     "run-info": run_info,
     "overview-real": overview_real,
@@ -324,6 +338,7 @@ TABLES = {
     "scaling-njobs": _scaling_section("n_jobs=2 against n_jobs=1"),
     "sufficient-stats": sufficient_stats,
     "shared-objective": shared_objective,
+    "huber-solvers": huber_solvers,
 }
 
 

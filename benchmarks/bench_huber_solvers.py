@@ -14,7 +14,7 @@ Data:
 - synthetic long layout (``bench_shared_param.make_synthetic``, Student-t
   noise with 3 degrees of freedom added for outliers), 1,000 tasks of 200
   and of 2,000 rows, 20 features, at ``alpha_task`` 0.01 and 1;
-- the School data (139 schools of 1 to 192 students, 27 features, exam
+- the School data (139 schools of 22 to 251 students, 27 features, exam
   scores with a standard deviation of about 13, so that most residuals lie
   in Huber's linear region at ``epsilon=1.35``): many task sizes, the
   row-wise form of the long layout;
@@ -27,7 +27,7 @@ warm-up each.
 
 Run from the repository root::
 
-    python benchmarks/bench_huber_solvers.py               # about 3 minutes
+    python benchmarks/bench_huber_solvers.py               # about a minute
     python benchmarks/bench_huber_solvers.py --repeats 3   # faster
 """
 

@@ -121,15 +121,23 @@ def _solve_reml(data, alpha_shared, fit_intercept, max_iter, tol, n_jobs, verbos
     return theta0, theta0 + U, sigma2 * (L @ L.T), sigma2, log_lik, n_iter, grad_norm, message
 
 
-def _task_loss_grad(start, stop, data, beta, loss, epsilon, fit_intercept):
-    """Loss sum and gradient with respect to ``beta_t`` for tasks [start, stop)."""
+def _task_loss_grad(start, stop, data, beta, loss, epsilon, fit_intercept, curvature=False):
+    """Loss sum and gradient with respect to ``beta_t`` for tasks [start, stop).
+
+    With ``curvature``, also where each label's loss has curvature (for
+    Newton's method, :meth:`skmtl._tasks.LongTasks.linear_loss_grad_curv`).
+    """
     d = data.n_features
     b = beta[start:stop]
-    value, grad_coef, grad_intercept = data.linear_loss_grad(
-        start, stop, b[:, :d], b[:, d] if fit_intercept else None, LOSSES[loss], epsilon
-    )
+    args = (start, stop, b[:, :d], b[:, d] if fit_intercept else None, LOSSES[loss])
+    if curvature:
+        value, grad_coef, grad_intercept, curv = data.linear_loss_grad_curv(
+            *args, CURVATURES[loss], epsilon
+        )
+    else:
+        value, grad_coef, grad_intercept = data.linear_loss_grad(*args, epsilon)
     grad = np.hstack([grad_coef, grad_intercept[:, None]]) if fit_intercept else grad_coef
-    return value, grad
+    return (value, grad, curv) if curvature else (value, grad)
 
 
 def _solve_lbfgs(
@@ -179,36 +187,22 @@ def _solve_lbfgs(
     return th, th + res.x[p:].reshape(n_tasks, p), int(max(res.nit, 1)), grad_norm
 
 
-def _newton_chunk(
-    start, stop, data, theta, U, lam, loss, epsilon, fit_intercept, hess, curv
-):
-    """One Newton pass over tasks ``[start, stop)``: loss, gradient, eliminated blocks.
+def _newton_system_chunk(start, stop, data, curv, prev, hess, grad_U, lam, fit_intercept):
+    """The task blocks of the Newton system for tasks ``[start, stop)``.
 
-    With ``H_t`` task ``t``'s Hessian of the loss sum, ``M_t = H_t + lam I``
-    and ``grad_u_t`` the gradient in ``u_t`` of the objective times ``S``,
-    returns the loss sum, the gradients ``g_t`` of the loss sum in
-    ``beta_t``, ``a_t = M_t^-1 grad_u_t`` and ``B_t = M_t^-1 H_t`` (one
-    stacked LU solve per task, as in :func:`_eliminate_tasks`), and the
-    ``H_t`` and row curvatures, from which the next pass updates the
-    Hessians (``hess`` and ``curv`` are those of an earlier pass, for all
-    tasks and rows, or None).
+    With ``H_t`` task ``t``'s Hessian of the loss sum (from the curvatures
+    ``curv``, updated from ``prev`` and ``hess`` when given: see
+    :meth:`skmtl._tasks.LongTasks.task_hessians`), ``M_t = H_t + lam I`` and
+    ``grad_U[t]`` the gradient in ``u_t`` of the objective times ``S``,
+    returns ``H_t``, ``a_t = M_t^-1 grad_U[t]`` and ``B_t = M_t^-1 H_t`` (one
+    stacked LU solve per task, as in :func:`_eliminate_tasks`).
     """
-    d = data.n_features
-    u = U[start:stop]
-    beta = theta + u
-    rows = data.row_range(start, stop)
-    value, grad_coef, grad_intercept, H, curv = data.linear_loss_grad_hess(
-        start, stop, beta[:, :d], beta[:, d] if fit_intercept else None,
-        LOSSES[loss], CURVATURES[loss], epsilon,
-        hess=None if hess is None else hess[start:stop],
-        prev=None if curv is None else curv[rows],
-    )
-    grad = np.hstack([grad_coef, grad_intercept[:, None]]) if fit_intercept else grad_coef
+    H = data.task_hessians(start, stop, curv, prev, hess, fit_intercept)
     M = H.copy()
     diag = np.arange(H.shape[1])
     M[:, diag, diag] += lam
-    sol = np.linalg.solve(M, np.concatenate([H, (grad + lam * u)[..., None]], axis=2))
-    return value, grad, sol[..., -1], sol[..., :-1], H, curv
+    sol = np.linalg.solve(M, np.concatenate([H, grad_U[start:stop, :, None]], axis=2))
+    return H, sol[..., -1], sol[..., :-1]
 
 
 def _newton_shared_step(A, rhs):
@@ -242,11 +236,14 @@ def _solve_newton(
     and ``sum_t H_t + P`` on the shared block: eliminating the task blocks,
     as :func:`_solve_cholesky` does, leaves one ``p x p`` system, ``(P + lam
     sum_t B_t) d_theta = -grad_theta + sum_t B_t grad_u_t``, and then
-    ``d_u_t = -a_t - B_t d_theta``. One step costs one pass over the rows
-    (loss, gradient and the Hessians ``H_t``) and ``n_tasks`` small solves;
-    in the long layout the Hessians are updated with the rows whose
-    curvature changed (see :meth:`skmtl._tasks.LongTasks.linear_loss_grad_hess`),
+    ``d_u_t = -a_t - B_t d_theta``. A step costs one pass over the rows for
+    the loss, the gradient and where each label's loss has curvature (the
+    line search's evaluation), then the Hessians ``H_t`` and ``n_tasks``
+    small solves; in the long layout the Hessians are updated with the rows
+    whose curvature changed (see :meth:`skmtl._tasks.LongTasks.task_hessians`),
     from ``gram``, the Gram matrices of the squared-loss start, when given.
+    The last evaluation, which finds the gradient below ``tol``, forms no
+    Hessian.
 
     The step length comes from a backtracking line search on the Armijo
     condition. As in scikit-learn's Newton solver for GLMs, a line search
@@ -267,45 +264,42 @@ def _solve_newton(
     def penalty(theta, U):
         return 0.5 * pen @ (theta * theta) + 0.5 * lam * np.sum(U * U)
 
-    # The Hessians and row curvatures of the latest pass, which the next
-    # one updates: the Gram matrices of the squared-loss start are the
+    # The curvatures and Hessians of the latest Newton system, which the
+    # next one updates: the Gram matrices of the squared-loss start are the
     # Hessians at curvature 1 on every row.
-    hessians = {"hess": gram, "curv": None if gram is None else np.ones(data.n_observed, bool)}
+    latest = {"hess": gram, "curv": None if gram is None else np.ones(data.n_observed, bool)}
 
-    def full_pass(theta, U):
-        # Everything for a Newton step at (theta, U), times S.
+    def evaluate(theta, U):
+        # Objective, gradients (times S) and curvatures at (theta, U).
         results, _ = map_task_chunks(
-            _newton_chunk, n_tasks, data, theta, U, lam, loss, epsilon, fit_intercept,
-            hessians["hess"], hessians["curv"],
-            n_jobs=n_jobs, cost=data.n_observed * p * p + 2 * n_tasks * p**3,
-        )
-        value = sum(r[0] for r in results) + penalty(theta, U)
-        grad = np.concatenate([r[1] for r in results])
-        a = np.concatenate([r[2] for r in results])
-        B = np.concatenate([r[3] for r in results])
-        hessians["hess"] = np.concatenate([r[4] for r in results])
-        if results[0][5] is not None:
-            hessians["curv"] = np.concatenate([r[5] for r in results])
-        return value, grad.sum(axis=0) + pen * theta, grad + lam * U, a, B
-
-    def trial(theta, U):
-        # Objective and gradient only, for a shortened step.
-        results, _ = map_task_chunks(
-            _task_loss_grad, n_tasks, data, theta + U, loss, epsilon, fit_intercept,
+            _task_loss_grad, n_tasks, data, theta + U, loss, epsilon, fit_intercept, True,
             n_jobs=n_jobs, cost=6 * data.n_observed * p,
         )
-        grad = np.concatenate([r[1] for r in results])
         value = sum(r[0] for r in results) + penalty(theta, U)
-        return value, grad.sum(axis=0) + pen * theta, grad + lam * U
+        grad = np.concatenate([r[1] for r in results])
+        curv = np.concatenate([r[2] for r in results])
+        return value, grad.sum(axis=0) + pen * theta, grad + lam * U, curv
+
+    def task_blocks(curv, grad_U):
+        # a_t and B_t of the Newton system at the point of curv and grad_U.
+        results, _ = map_task_chunks(
+            _newton_system_chunk, n_tasks, data, curv, latest["curv"], latest["hess"],
+            grad_U, lam, fit_intercept,
+            n_jobs=n_jobs, cost=data.n_observed * p * p + 2 * n_tasks * p**3,
+        )
+        latest.update(hess=np.concatenate([r[0] for r in results]), curv=curv)
+        return (np.concatenate([r[1] for r in results]),
+                np.concatenate([r[2] for r in results]))
 
     def sup_norm(grad_theta, grad_U):
         return max(np.abs(grad_theta).max(initial=0.0), np.abs(grad_U).max(initial=0.0)) / S
 
-    value, grad_theta, grad_U, a, B = full_pass(theta, U)
+    value, grad_theta, grad_U, curv = evaluate(theta, U)
     grad_norm = sup_norm(grad_theta, grad_U)
     n_iter, fallback = 0, None
     diag = np.arange(p)
     while grad_norm > tol and n_iter < max_iter:
+        a, B = task_blocks(curv, grad_U)
         A = lam * B.sum(axis=0)
         A = 0.5 * (A + A.T)
         A[diag, diag] += pen
@@ -318,21 +312,18 @@ def _solve_newton(
         if not slope < 0:
             fallback = "the Newton direction is not a descent direction"
             break
-        # The full step is tried with the whole pass: it is taken nearly always.
         step = 1.0
-        new = full_pass(theta + d_theta, U + d_U)
+        new = evaluate(theta + d_theta, U + d_U)
         for _ in range(_MAX_HALVINGS):
             if _sufficient_decrease(value, new[0], step * slope, grad_norm, sup_norm(*new[1:3])):
                 break
             step *= 0.5
-            new = trial(theta + step * d_theta, U + step * d_U)
+            new = evaluate(theta + step * d_theta, U + step * d_U)
         else:
             fallback = f"the line search found no decrease in {_MAX_HALVINGS} halvings"
             break
         theta, U = theta + step * d_theta, U + step * d_U
-        if len(new) == 3:
-            new = full_pass(theta, U)
-        value, grad_theta, grad_U, a, B = new
+        value, grad_theta, grad_U, curv = new
         grad_norm = sup_norm(grad_theta, grad_U)
         n_iter += 1
         if verbose:

@@ -11,7 +11,8 @@ same per-task operations, each on a contiguous range of tasks
   weights, with ``Z_t = [X_t, 1]`` when ``fit_intercept``;
 - ``linear_loss_grad(start, stop, coef, intercept, loss, epsilon)``: the
   weighted loss of task-wise linear models and its gradient per task;
-- ``linear_loss_grad_hess(...)``: the same and each task's Hessian, for
+- ``linear_loss_grad_curv(...)``: the same and where each label's loss has
+  curvature, and ``task_hessians(...)``: each task's Hessian from those, for
   Newton's method.
 
 Both are *sums* over rows; the estimators divide by ``S = sum_i s_i`` as the
@@ -378,53 +379,58 @@ class LongTasks:
         """
         return self._linear_terms(start, stop, coef, intercept, loss, epsilon, X, None)[:3]
 
-    def linear_loss_grad_hess(
-        self, start, stop, coef, intercept, loss, curvature, epsilon, hess=None, prev=None
-    ):
-        """:meth:`linear_loss_grad` and each task's Hessian of the loss sum.
+    def linear_loss_grad_curv(self, start, stop, coef, intercept, loss, curvature, epsilon):
+        """:meth:`linear_loss_grad`, and where each row's loss has curvature.
+
+        ``curvature`` (from :mod:`skmtl._losses`) says where the loss's second
+        derivative is 1 (it is 0 elsewhere). Returns ``loss_sum, grad_coef,
+        grad_intercept`` as :meth:`linear_loss_grad` does, and ``curv``, a
+        boolean array over the rows of these tasks (``row_range``), in order:
+        what :meth:`task_hessians` reads, from the arrays of all chunks
+        concatenated in task order.
+        """
+        return self._linear_terms(start, stop, coef, intercept, loss, epsilon, None, curvature)
+
+    def task_hessians(self, start, stop, curv, prev=None, hess=None, fit_intercept=True):
+        """Each task's Hessian of the loss sum, for tasks ``[start, stop)``.
 
         Parameters
         ----------
-        start, stop, coef, intercept, loss, epsilon
-            As in :meth:`linear_loss_grad`.
-        curvature : callable
-            Where the loss's second derivative is 1 (it is 0 elsewhere), from
-            :mod:`skmtl._losses`.
-        hess : ndarray of shape (stop - start, p, p), default=None
-            The Hessians of these tasks at an earlier point, where their rows
-            had the curvatures ``prev``.
-        prev : ndarray of bool of shape (n_rows of these tasks,), default=None
-            The curvatures that ``hess`` was formed with.
+        start, stop : int
+            Task range.
+        curv : ndarray of bool of shape (n_rows,)
+            Where each row's loss has curvature 1 (from
+            :meth:`linear_loss_grad_curv`), for all rows.
+        prev, hess : ndarray, default=None
+            The curvatures of all rows, and the Hessians of all tasks of
+            shape ``(n_tasks, p, p)``, at an earlier point.
+        fit_intercept : bool, default=True
 
         Returns
         -------
-        loss_sum, grad_coef, grad_intercept
-            As in :meth:`linear_loss_grad`.
         hess : ndarray of shape (stop - start, p, p)
             Task ``t``'s ``Z_t^T diag(s_i loss''(r_i)) Z_t``, ``Z_t = [X_t, 1]``
-            when ``intercept`` is given (intercept last), else ``X_t``.
-        curv : ndarray of bool of shape (n_rows of these tasks,)
-            Where ``loss''(r_i) = 1``, the ``prev`` of the next call.
+            when ``fit_intercept`` (intercept last), else ``X_t``.
 
         Notes
         -----
         Huber's curvature is 1 or 0, and few rows change between Newton
         steps. With ``hess`` and ``prev``, a task's Hessian is ``hess`` plus
         the rows whose curvature changed, or (if fewer) formed anew from its
-        rows of non-zero curvature: one small product over those rows, not
-        over all of them. From the squared-loss Gram matrices (``prev`` all
-        True) the first step reads the rows past ``epsilon`` or the rows
-        within it, whichever are fewer. Per task, so that results do not
-        depend on the chunks.
+        rows of curvature 1: one small product over those rows, not over all
+        of them. From the squared-loss Gram matrices (``prev`` all True) the
+        first step reads the rows past ``epsilon`` or the rows within it,
+        whichever are fewer. Per task, so that results do not depend on the
+        chunks.
         """
-        value, grad_coef, grad_intercept, curv = self._linear_terms(
-            start, stop, coef, intercept, loss, epsilon, None, curvature
+        rows = self.row_range(start, stop)
+        return self._task_hessians(
+            start, stop, curv[rows], None if prev is None else prev[rows],
+            None if hess is None else hess[start:stop], fit_intercept,
         )
-        hess = self._task_hessians(start, stop, curv, prev, hess, intercept is not None)
-        return value, grad_coef, grad_intercept, hess, curv
 
     def _task_hessians(self, start, stop, curv, prev, hess, fit_intercept):
-        """Hessians of tasks ``[start, stop)`` (see :meth:`linear_loss_grad_hess`)."""
+        """:meth:`task_hessians` from the curvatures and Hessians of these tasks only."""
         d = self.n_features
         b = self.bounds
         row0 = b[start]
@@ -728,13 +734,11 @@ class WideTasks:
         value, deriv = value * W, deriv * W
         return value.sum(), -(deriv.T @ X), -deriv.sum(axis=0)
 
-    def linear_loss_grad_hess(
-        self, start, stop, coef, intercept, loss, curvature, epsilon, hess=None, prev=None
-    ):
-        """Same contract as :meth:`LongTasks.linear_loss_grad_hess`.
+    def linear_loss_grad_curv(self, start, stop, coef, intercept, loss, curvature, epsilon):
+        """Same contract as :meth:`LongTasks.linear_loss_grad_curv`.
 
-        ``hess`` and ``prev`` are not used: each Hessian is formed anew (one
-        product over all rows per task), and ``curv`` is None.
+        ``curv`` has one row per task, ``(stop - start, n_rows)``, so that the
+        chunks' arrays also concatenate along their first axis.
         """
         X = self.X
         pred = X @ coef.T
@@ -743,17 +747,28 @@ class WideTasks:
         r = self.Y[:, start:stop] - pred
         value, deriv = loss(r, epsilon)
         W = self._row_weights(start, stop)
-        value, deriv, h = value * W, deriv * W, curvature(r, epsilon) * W
+        value, deriv = value * W, deriv * W
+        curv = np.ascontiguousarray(curvature(r, epsilon).T)
+        return value.sum(), -(deriv.T @ X), -deriv.sum(axis=0), curv
+
+    def task_hessians(self, start, stop, curv, prev=None, hess=None, fit_intercept=True):
+        """Same contract as :meth:`LongTasks.task_hessians`, ``curv`` of shape (n_tasks, n_rows).
+
+        ``prev`` and ``hess`` are not used: each Hessian is formed anew, one
+        product over all rows per task (every task weighs the shared rows
+        differently).
+        """
+        X = self.X
+        h = curv[start:stop].T * self._row_weights(start, stop)
         d = self.n_features
-        p = d + int(intercept is not None)
-        hess = np.empty((stop - start, p, p))
-        # Every task weighs the shared rows differently: one product per task.
+        p = d + int(fit_intercept)
+        out = np.empty((stop - start, p, p))
         for j in range(stop - start):
-            np.matmul((X * h[:, j, None]).T, X, out=hess[j, :d, :d])
-        if intercept is not None:
-            hess[:, :d, d] = hess[:, d, :d] = h.T @ X
-            hess[:, d, d] = h.sum(axis=0)
-        return value.sum(), -(deriv.T @ X), -deriv.sum(axis=0), _symmetric(hess), None
+            np.matmul((X * h[:, j, None]).T, X, out=out[j, :d, :d])
+        if fit_intercept:
+            out[:, :d, d] = out[:, d, :d] = h.T @ X
+            out[:, d, d] = h.sum(axis=0)
+        return _symmetric(out)
 
     def row_range(self, start, stop):
         """Slice of the rows that hold the labels of tasks ``[start, stop)``: all."""
@@ -848,7 +863,7 @@ class SufficientStatsTasks:
             "only per-task sufficient statistics (squared loss only)."
         )
 
-    linear_loss_grad = linear_loss_grad_hess = head_loss_grad = _needs_rows
+    linear_loss_grad = linear_loss_grad_curv = task_hessians = head_loss_grad = _needs_rows
     row_range = pair_weights = task_means = _needs_rows
 
 

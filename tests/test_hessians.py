@@ -122,6 +122,26 @@ def _point(parts, true_coef, fit_intercept, seed=1):
     return coef, intercept
 
 
+def _pass(data, start, stop, coef, intercept, loss, epsilon, hess=None, prev=None):
+    """One Newton pass's data: ``linear_loss_grad_curv``, then ``task_hessians``.
+
+    Returns the loss sum, the gradients, the Hessians and the curvatures (of
+    all rows; the wide layout's are per task) for tasks ``[start, stop)``.
+    """
+    value, grad_coef, grad_intercept, curv = data.linear_loss_grad_curv(
+        start, stop, coef, intercept, LOSSES[loss], CURVATURES[loss], epsilon
+    )
+    # task_hessians reads the curvatures of all rows (all tasks when wide).
+    if data.layout == "wide":
+        full = np.zeros((data.n_tasks, len(data.X)), dtype=bool)
+        full[start:stop] = curv
+    else:
+        full = np.zeros(len(data.y), dtype=bool)
+        full[data.row_range(start, stop)] = curv
+    hessians = data.task_hessians(start, stop, full, prev, hess, intercept is not None)
+    return value, grad_coef, grad_intercept, hessians, full
+
+
 def _stacked(grad_coef, grad_intercept, intercept):
     return grad_coef if intercept is None else np.column_stack([grad_coef, grad_intercept])
 
@@ -164,9 +184,7 @@ def test_hessians_match_the_written_formula(
     for start, stop in [(0, n_tasks), (1, n_tasks - 1)]:
         sl = slice(start, stop)
         b_int = None if intercept is None else intercept[sl]
-        got = data.linear_loss_grad_hess(
-            start, stop, coef[sl], b_int, LOSSES[loss], CURVATURES[loss], epsilon
-        )[:4]
+        got = _pass(data, start, stop, coef[sl], b_int, loss, epsilon)
         value_t = _by_formula(parts[sl], coef[sl], b_int, loss, epsilon)[0]
         assert_allclose(got[0], value_t, rtol=1e-12)
         assert_allclose(_stacked(got[1], got[2], b_int), grads[sl], rtol=1e-12, atol=1e-12)
@@ -179,8 +197,8 @@ def test_hessians_match_the_written_formula(
         assert_allclose(got[1], plain[1], rtol=1e-13, atol=1e-13)
         if intercept is not None:
             assert_allclose(got[2], plain[2], rtol=1e-13, atol=1e-13)
-    assert_allclose(value, data.linear_loss_grad_hess(
-        0, n_tasks, coef, intercept, LOSSES[loss], CURVATURES[loss], epsilon)[0], rtol=1e-12)
+    assert_allclose(value, _pass(data, 0, n_tasks, coef, intercept, loss, epsilon)[0],
+                    rtol=1e-12)
 
 
 @pytest.mark.parametrize("loss", ["squared", "huber"])
@@ -198,9 +216,7 @@ def test_hessian_is_the_derivative_of_the_gradient(case, fit_intercept, loss):
     h = 1e-5
     z_max = max(np.abs(Xt).max() for Xt, _, _ in parts) + 1.0
     assert h * z_max < gap  # no residual crosses the threshold
-    hess = data.linear_loss_grad_hess(
-        0, data.n_tasks, coef, intercept, LOSSES[loss], CURVATURES[loss], epsilon
-    )[3]
+    hess = _pass(data, 0, data.n_tasks, coef, intercept, loss, epsilon)[3]
 
     def grad(c, b):
         _, gc, gb = data.linear_loss_grad(0, data.n_tasks, c, b, LOSSES[loss], epsilon)
@@ -243,9 +259,7 @@ def test_hessians_updated_from_an_earlier_point(monkeypatch, case, blocks, fit_i
     coef, intercept = _point(parts, true_coef, fit_intercept)
     epsilon, _ = _epsilon_in_a_gap(_by_formula(parts, coef, intercept, "squared", 1.0)[3])
     n_tasks = data.n_tasks
-    squared = data.linear_loss_grad_hess(
-        0, n_tasks, coef, intercept, LOSSES["squared"], CURVATURES["squared"], epsilon
-    )
+    squared = _pass(data, 0, n_tasks, coef, intercept, "squared", epsilon)
     assert squared[4].all()
     # A second point: task 0 moves far (most of its rows change region, so
     # it is formed anew), the others a little (a few rows change).
@@ -257,10 +271,7 @@ def test_hessians_updated_from_an_earlier_point(monkeypatch, case, blocks, fit_i
     for k in (1, 2):
         prev_coef, prev_intercept, prev = chain[k - 1]
         c, b = chain[k][0], chain[k][1]
-        got = data.linear_loss_grad_hess(
-            0, n_tasks, c, b, LOSSES["huber"], CURVATURES["huber"], epsilon,
-            hess=prev[3], prev=prev[4],
-        )
+        got = _pass(data, 0, n_tasks, c, b, "huber", epsilon, hess=prev[3], prev=prev[4])
         _, _, hessians, r = _by_formula(parts, c, b, "huber", epsilon)
         assert_allclose(got[3], hessians, rtol=1e-10, atol=1e-10 * np.abs(hessians).max())
         assert np.array_equal(got[3], got[3].transpose(0, 2, 1))

@@ -7,7 +7,8 @@ Three parts, written to one JSON file and one log-log chart:
 2. **tasks**: fit time against the number of tasks (10 to 10^5) at a fixed
    20 rows per task and 10 features, long layout;
 3. **n_jobs**: ``n_jobs=1`` against ``n_jobs=2`` on 2,000 tasks of 50 rows
-   and 20 features, and on 1,000 tasks of 200 to 4,000 rows, for the
+   and 20 features, on 1,000 tasks of 200 to 4,000 rows and 20 features,
+   and on 1,000 tasks of 1,000 and 2,000 rows and 50 features, for the
    iterative fits whose per-task steps are parallel:
    ``SharedParamRegressor(loss='huber')`` and ``SharedObjectiveRegressor``.
 
@@ -113,8 +114,12 @@ QUICK_MAX_SIZE = {"rows": {}, "tasks": {"param_auto": 1000}}
 # itself (O(n_tasks n_features) per iteration) is serial. At 2,000 rows
 # SharedObjectiveRegressor's worker process keeps the data mapped; at 4,000
 # it maps it at every call (skmtl._parallel._KEEP_MAPPED_BYTES).
+# Two shapes have 50 features (sixth session): the work per row grows with
+# them (Newton's Hessians for Huber: p^2 per row; the network's first layer)
+# while the input check and the memory-bound reads of X grow with p, so they
+# show how the speed-up depends on the work per row.
 FULL_NJOBS = [(2000, 50, 20), (1000, 200, 20), (1000, 1000, 20), (1000, 2000, 20),
-              (1000, 4000, 20)]
+              (1000, 4000, 20), (1000, 1000, 50), (1000, 2000, 50)]
 QUICK_NJOBS = [(1000, 50, 20)]
 # Huber runs its default solver (Newton's method) to the default tol at
 # alpha_task=0.01, where the tasks differ most from the squared-loss start,

@@ -42,7 +42,7 @@ shows how much the machine had to give at that moment.
 
 Run from the repository root::
 
-    python benchmarks/bench_scaling.py            # about 16 minutes on 2 quiet cores (n_jobs: 14)
+    python benchmarks/bench_scaling.py            # about 25 minutes on 2 quiet cores (n_jobs: 24)
     python benchmarks/bench_scaling.py --quick    # under a minute
     python benchmarks/bench_scaling.py --only njobs --repeats 9
     python benchmarks/bench_scaling.py --render benchmarks/results/scaling.json  # tables only

@@ -330,8 +330,7 @@ def test_failed_line_search_hands_over_to_lbfgs(
 
 @pytest.mark.parametrize("layout", ["wide", "long"])
 def test_rejected_full_step_is_halved(problem_factory, reference, capsys, monkeypatch, layout):
-    # The first Armijo test fails: the line search tries half the step (the
-    # objective-and-gradient pass, then the whole pass at the step taken),
+    # The first Armijo test fails: the line search evaluates half the step,
     # and Newton goes on from there without a hand-over.
     prob = problem_factory(layout, weights=True, outliers=True)
     ref = reference(prob, **HUBER)

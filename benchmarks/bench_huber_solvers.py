@@ -97,7 +97,7 @@ def pairs(X, y, task_column):
     if task_column is None:
         rows, tasks = np.nonzero(~np.isnan(y))
         return X[rows], tasks, y[rows, tasks], float(len(y))
-    labels, tasks = np.unique(X[:, task_column], return_inverse=True)
+    _, tasks = np.unique(X[:, task_column], return_inverse=True)
     return np.delete(X, task_column, axis=1), tasks, y, float(len(y))
 
 

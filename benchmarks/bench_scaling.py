@@ -415,9 +415,9 @@ def table(results):
     return "\n".join(lines + [""])
 
 
-def _label(name, iterations=-1):
+def _label(name, iterations):
     """The estimator ``name``, with Huber's solver (``iterations``: None means Newton to tol)."""
-    if name != "param_huber" or iterations == -1:
+    if name != "param_huber":
         return ESTIMATORS[name]
     if iterations is None:
         return ESTIMATORS[name][:-1] + ", Newton to tol=1e-4)"

@@ -23,11 +23,17 @@ def _eliminate_tasks(start, stop, data, lam, fit_intercept, keep_gram=False):
     the Gram matrices ``G_t`` when ``keep_gram``.
     """
     G, g, _, _ = data.gram(start, stop, fit_intercept)
-    M = G.copy()
-    diag = np.arange(G.shape[1])
+    a, B = _eliminate(G, g, lam)
+    return a, B, G if keep_gram else None
+
+
+def _eliminate(H, rhs, lam):
+    """``M^-1 rhs`` and ``M^-1 H`` with ``M = H + lam I``, per task: one stacked LU solve."""
+    M = H.copy()
+    diag = np.arange(H.shape[1])
     M[:, diag, diag] += lam
-    sol = np.linalg.solve(M, np.concatenate([G, g[..., None]], axis=2))
-    return sol[..., -1], sol[..., :-1], G if keep_gram else None
+    sol = np.linalg.solve(M, np.concatenate([H, rhs[..., None]], axis=2))
+    return sol[..., -1], sol[..., :-1]
 
 
 def _solve_shared(A, rhs):
@@ -194,15 +200,11 @@ def _newton_system_chunk(start, stop, data, curv, prev, hess, grad_U, lam, fit_i
     ``curv``, updated from ``prev`` and ``hess`` when given: see
     :meth:`skmtl._tasks.LongTasks.task_hessians`), ``M_t = H_t + lam I`` and
     ``grad_U[t]`` the gradient in ``u_t`` of the objective times ``S``,
-    returns ``H_t``, ``a_t = M_t^-1 grad_U[t]`` and ``B_t = M_t^-1 H_t`` (one
-    stacked LU solve per task, as in :func:`_eliminate_tasks`).
+    returns ``H_t``, ``a_t = M_t^-1 grad_U[t]`` and ``B_t = M_t^-1 H_t``
+    (:func:`_eliminate`, as for the squared loss).
     """
     H = data.task_hessians(start, stop, curv, prev, hess, fit_intercept)
-    M = H.copy()
-    diag = np.arange(H.shape[1])
-    M[:, diag, diag] += lam
-    sol = np.linalg.solve(M, np.concatenate([H, grad_U[start:stop, :, None]], axis=2))
-    return H, sol[..., -1], sol[..., :-1]
+    return H, *_eliminate(H, grad_U[start:stop], lam)
 
 
 def _newton_shared_step(A, rhs):

@@ -505,9 +505,10 @@ class LongTasks:
                 r -= intercept[js][:, None]
             v, deriv = loss(r, epsilon)
             if curv is not None:
-                local = slice(rows.start - row0, rows.stop - row0) \
-                    if isinstance(rows, slice) else rows - row0
-                curv[local] = curvature(r, epsilon).reshape(curv[local].shape)
+                if isinstance(rows, slice):
+                    curv[rows.start - row0:rows.stop - row0] = curvature(r, epsilon).ravel()
+                else:
+                    curv[rows - row0] = curvature(r, epsilon)
             if s is not None:
                 sb = _stack(s, js, rows)
                 v, deriv = v * sb, deriv * sb
